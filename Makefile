@@ -1,0 +1,56 @@
+# supplyflow: `make demo` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KAFKA_PORT ?= 9092
+export SUPPLYFLOW_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
+
+.PHONY: venv demo test test-unit test-integration lint typecheck kafka-up kafka-down clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v java >/dev/null || { echo "java not found: install OpenJDK 17 (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (apt-get install maven)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+kafka-up: venv
+	$(BIN)/supplyflow kafka up --port $(KAFKA_PORT)
+
+kafka-down: venv
+	$(BIN)/supplyflow kafka down --port $(KAFKA_PORT)
+
+demo: venv
+	$(BIN)/supplyflow demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+# The whole suite: lint, types, unit tests, then integration tests against a real local
+# broker that this target starts (unless one already answers) and stops again.
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	@started=0; \
+	if ! $(BIN)/supplyflow kafka status --port $(KAFKA_PORT) >/dev/null 2>&1; then \
+	  $(BIN)/supplyflow kafka up --port $(KAFKA_PORT) || exit 1; started=1; \
+	fi; \
+	$(BIN)/pytest; rc=$$?; \
+	if [ $$rc -ne 0 ]; then echo "--- broker log tail ---"; $(BIN)/supplyflow kafka logs --port $(KAFKA_PORT) | tail -40; fi; \
+	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
+	exit $$rc
+
+test-unit: venv
+	$(BIN)/pytest -m "not integration"
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,149 @@
+"""The ``supplyflow`` command: worker, kafka, produce, demo, schemas.
+
+Errors that the operator can fix end the command with exit code 2 and one clear message;
+nothing prints a traceback for a bad setting or a missing broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from supplyflow import __version__
+from supplyflow.errors import SupplyflowError
+
+__all__ = ["main"]
+
+log = logging.getLogger("supplyflow")
+_USAGE_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="supplyflow",
+        description="Keeps ERP, procurement, WMS, 3PL and sales channels in step over Kafka.",
+    )
+    parser.add_argument("--version", action="version", version=f"supplyflow {__version__}")
+    parser.add_argument(
+        "--config", type=Path, help="TOML settings file (default: $SUPPLYFLOW_CONFIG)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = sub.add_parser("worker", help="run a long-running worker (several form a group)")
+    worker.add_argument("--web-port", type=int, help="overrides SUPPLYFLOW_WEB_PORT")
+
+    kafka = sub.add_parser("kafka", help="a local single-node Apache Kafka for development")
+    kafka.add_argument("action", choices=["up", "down", "status", "fetch", "logs"])
+    kafka.add_argument("--port", type=int, default=9092, help="broker port (default 9092)")
+    kafka.add_argument("--home", type=Path, help="state folder (default .supplyflow/kafka)")
+
+    produce = sub.add_parser("produce", help="produce sample records to the input topics")
+    produce.add_argument("scenario", choices=["sample"], help="what to produce")
+    produce.add_argument("--run-id", default="sample", help="prefix of every generated id")
+
+    sub.add_parser("demo", help="start everything, run the sample scenario, show the result")
+
+    schemas = sub.add_parser("schemas", help="JSON Schemas of the input events")
+    schemas.add_argument("action", choices=["export", "check"])
+    schemas.add_argument("--dir", type=Path, default=Path("schemas"))
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from supplyflow.app.settings import load_settings
+    from supplyflow.app.worker import run_worker
+
+    overrides: dict[str, Any] = {}
+    if args.web_port is not None:
+        overrides["web_port"] = args.web_port
+    settings = load_settings(args.config, **overrides)
+    return run_worker(settings)
+
+
+def _cmd_kafka(args: argparse.Namespace) -> int:
+    from supplyflow.app import local_kafka
+
+    cfg = local_kafka.default_config(home=args.home, port=args.port)
+    if args.action == "fetch":
+        print(f"Kafka jars in {local_kafka.fetch(cfg)}")
+        return 0
+    if args.action == "logs":
+        print(local_kafka.log_tail(cfg))
+        return 0
+    action = {"up": local_kafka.up, "down": local_kafka.down, "status": local_kafka.status}
+    status = action[args.action](cfg)
+    print(status.detail)
+    return 0 if status.running or args.action == "down" else 1
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from supplyflow.app.produce import produce_records
+    from supplyflow.app.sample import sample_scenario
+    from supplyflow.app.settings import load_settings
+    from supplyflow.app.topics import ensure_topics
+
+    settings = load_settings(args.config)
+    records = sample_scenario(args.run_id, max_record_bytes=settings.max_record_bytes)
+
+    async def run() -> int:
+        await ensure_topics(settings)
+        return await produce_records(settings, records)
+
+    sent = asyncio.run(run())
+    bad = sum(1 for r in records if r.expect != "ok")
+    print(f"produced {sent} records ({bad} deliberately invalid) to {settings.bootstrap}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from supplyflow.app.demo import run_demo
+    from supplyflow.app.settings import load_settings
+
+    return run_demo(load_settings(args.config))
+
+
+def _cmd_schemas(args: argparse.Namespace) -> int:
+    from supplyflow.app.schemas import check_directory, export_schemas
+
+    if args.action == "export":
+        written = export_schemas(args.dir)
+        print(f"wrote {len(written)} schemas to {args.dir}")
+        return 0
+    problems = check_directory(args.dir)
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+_COMMANDS = {
+    "worker": _cmd_worker,
+    "kafka": _cmd_kafka,
+    "produce": _cmd_produce,
+    "demo": _cmd_demo,
+    "schemas": _cmd_schemas,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``supplyflow`` console script."""
+    args = _parser().parse_args(argv)
+    if args.command != "worker":  # the worker configures logging through Faust
+        _setup_logging("INFO")
+    try:
+        return _COMMANDS[args.command](args)
+    except SupplyflowError as exc:
+        print(f"supplyflow {args.command}: {exc}", file=sys.stderr)
+        return _USAGE_ERROR
+    except KeyboardInterrupt:
+        return 130

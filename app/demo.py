@@ -1,0 +1,163 @@
+"""``supplyflow demo``: Kafka (if none answers), a worker, the sample scenario, a report.
+
+Everything the demo starts it stops again, also on Ctrl-C or failure. Each run uses its
+own topic prefix and app id, so runs never see each other's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from supplyflow.app import local_kafka
+from supplyflow.app.exceptions import AppError
+from supplyflow.app.processes import WorkerProcess
+from supplyflow.app.produce import produce_records
+from supplyflow.app.sample import OK, SampleRecord, sample_scenario
+from supplyflow.app.settings import Settings
+from supplyflow.app.topics import DLQ, ensure_topics
+from supplyflow.codecs import parse_dead_letter
+
+__all__ = ["run_demo"]
+
+_KAFKA_CHECK_S: Final = 3.0
+_WORKER_READY_S: Final = 90.0
+_DRAIN_S: Final = 60.0
+_POLL_S: Final = 0.5
+_EVENTS_METRIC: Final = "supplyflow_events_total"
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _processed(worker: WorkerProcess) -> float:
+    return sum(v for (name, _), v in worker.metrics().items() if name == _EVENTS_METRIC)
+
+
+async def _read_topic(settings: Settings, topic: str, expected: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        settings.topic(topic),
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + _DRAIN_S
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def _delete_topics(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    try:
+        names = [
+            t
+            for t in await admin.list_topics()
+            if t.startswith(settings.topic_prefix) or t.startswith(f"{settings.app_id}-")
+        ]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+def _report(worker: WorkerProcess, settings: Settings, records: list[SampleRecord]) -> bool:
+    """Wait for the worker to take every record, then print what happened to them."""
+    bad = [r for r in records if r.expect != OK]
+    deadline = time.monotonic() + _DRAIN_S
+    while _processed(worker) < len(records) and time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+    samples = worker.metrics()
+    applied: Counter[str] = Counter()
+    for (name, labels), value in samples.items():
+        tags = dict(labels)
+        if name == _EVENTS_METRIC and tags.get("outcome") == "applied":
+            applied[tags["type"]] += int(value)
+    _say(f"\nAccepted by the entity agents ({sum(applied.values())}):")
+    for type_, count in sorted(applied.items()):
+        _say(f"  {type_:<22} {count}")
+
+    letters = asyncio.run(_read_topic(settings, DLQ, len(bad)))
+    _say(f"\nDead-lettered to {settings.topic(DLQ)} ({len(letters)}):")
+    for message in letters:
+        body = parse_dead_letter(message.value)
+        source = body["source"]
+        _say(
+            f"  {body['reason']:<24} {source['topic']}[{source['partition']}]"
+            f"@{source['offset']}: {body['detail'][:90]}"
+        )
+    ok = len(letters) == len(bad) and sum(applied.values()) == len(records) - len(bad)
+    _say("\nDemo complete." if ok else "\nDemo finished, but counts differ: see the log.")
+    return ok
+
+
+def run_demo(base: Settings) -> int:
+    """Run the demo end to end; returns the process exit code."""
+    started_kafka: local_kafka.LocalKafkaConfig | None = None
+    run_id = "demo-" + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    work = Path(tempfile.mkdtemp(prefix=f"supplyflow-{run_id}-"))
+    settings = base.model_copy(
+        update={"topic_prefix": f"{run_id}.", "app_id": run_id, "data_dir": work / "data"}
+    )
+    worker: WorkerProcess | None = None
+    try:
+        if local_kafka.wait_until_ready(settings.bootstrap, _KAFKA_CHECK_S):
+            _say(f"Kafka answers at {settings.bootstrap}; using it.")
+        else:
+            host, _, port = settings.bootstrap.split(",")[0].rpartition(":")
+            if host not in ("localhost", "127.0.0.1"):
+                raise AppError(f"no Kafka answers at {settings.bootstrap}")
+            _say(f"Starting a local Kafka on port {port} (jars from Maven Central, cached)...")
+            started_kafka = local_kafka.default_config(port=int(port))
+            _say(local_kafka.up(started_kafka).detail)
+        asyncio.run(ensure_topics(settings))
+        env = {
+            "SUPPLYFLOW_BOOTSTRAP": settings.bootstrap,
+            "SUPPLYFLOW_TOPIC_PREFIX": settings.topic_prefix,
+            "SUPPLYFLOW_APP_ID": settings.app_id,
+            "SUPPLYFLOW_DATA_DIR": str(settings.data_dir),
+            "SUPPLYFLOW_PARTITIONS": str(settings.partitions),
+        }
+        worker = WorkerProcess(env, work / "worker.log")
+        _say(f"Starting a worker (app id {run_id}, logs {worker.log_path})...")
+        worker.start()
+        worker.wait_healthy(_WORKER_READY_S)
+        _say(f"Worker ready: {worker.url}/health, {worker.url}/metrics")
+
+        records = sample_scenario(run_id, max_record_bytes=settings.max_record_bytes)
+        bad = [r for r in records if r.expect != OK]
+        _say(f"\nProducing {len(records)} sample records ({len(bad)} deliberately invalid)...")
+        asyncio.run(produce_records(settings, records))
+
+        ok = _report(worker, settings, records)
+        return 0 if ok else 1
+    finally:
+        if worker is not None:
+            worker.stop()
+        try:
+            asyncio.run(_delete_topics(settings))
+        except (OSError, AppError, KafkaError) as exc:
+            _say(f"(could not delete demo topics: {exc})")
+        if started_kafka is not None:
+            _say(local_kafka.down(started_kafka).detail)
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,138 @@
+"""Running worker processes from Python: the demo, the benchmark and the tests use this.
+
+A :class:`WorkerProcess` is a real ``supplyflow worker`` child process with its own
+environment (topic prefix, app id, data dir, web port) and log file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Final
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from supplyflow.app.exceptions import AppError
+
+__all__ = ["WorkerProcess", "free_port", "scrape"]
+
+#: How long a worker may take to stop cleanly on SIGTERM before it is killed.
+STOP_TIMEOUT_S: Final = 30.0
+_POLL_S: Final = 0.2
+_HTTP_TIMEOUT_S: Final = 5.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=_HTTP_TIMEOUT_S) as response:  # noqa: S310
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Read a Prometheus endpoint into ``{(sample name, sorted labels): value}``."""
+    status, body = _get(url)
+    if status != 200:
+        raise AppError(f"{url} answered {status}")
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+class WorkerProcess:
+    """One ``supplyflow worker`` child process."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, web_port: int | None = None):
+        self.web_port = web_port or free_port()
+        self.env = {**os.environ, **env, "SUPPLYFLOW_WEB_PORT": str(self.web_port)}
+        self.env.setdefault("SUPPLYFLOW_WEB_HOST", "127.0.0.1")
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supplyflow", "worker"],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return _get(self.url + path)
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Wait until ``/health`` answers 200; raise with the log tail if it does not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AppError(f"worker exited early:\n{self.log_tail()}")
+            try:
+                status, _ = self.get("/health")
+            except OSError:
+                status = 0
+            if status == 200:
+                return
+            time.sleep(_POLL_S)
+        raise AppError(f"worker not healthy after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return scrape(self.url + "/metrics")
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case."""
+        if self.proc is not None and self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not stop in time. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])

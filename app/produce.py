@@ -1,0 +1,62 @@
+"""Producing records to supplyflow's input topics with aiokafka (default murmur2 partitioner)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Final
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from supplyflow.app.exceptions import AppError
+from supplyflow.app.sample import SampleRecord
+from supplyflow.app.settings import Settings
+from supplyflow.app.topics import max_input_message_bytes
+
+__all__ = ["produce_records"]
+
+#: Bytes the producer batches per partition before sending: large batches for throughput.
+_BATCH_BYTES: Final = 256 * 1024
+_LINGER_MS: Final = 5
+
+
+async def produce_records(settings: Settings, records: Iterable[SampleRecord]) -> int:
+    """Send ``records`` (topic names without prefix) in order; return how many were sent."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        max_request_size=max_input_message_bytes(settings),
+        max_batch_size=_BATCH_BYTES,
+        linger_ms=_LINGER_MS,
+        acks="all",
+        enable_idempotence=True,
+    )
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        raise AppError(
+            f"cannot reach Kafka at {settings.bootstrap} ({exc}): start it with "
+            "`supplyflow kafka up` or set SUPPLYFLOW_BOOTSTRAP"
+        ) from exc
+    sent = 0
+    futures: list[asyncio.Future[object]] = []
+    try:
+        for record in records:
+            futures.append(
+                await producer.send(
+                    settings.topic(record.topic),
+                    value=record.value,
+                    key=record.key,
+                    headers=record.headers or None,
+                )
+            )
+            sent += 1
+        for future in futures:
+            await future
+    except KafkaError as exc:
+        # Collect the outcome of everything in flight so no failure goes unobserved.
+        await asyncio.gather(*futures, return_exceptions=True)
+        raise AppError(f"producing to {settings.bootstrap} failed after {sent}: {exc}") from exc
+    finally:
+        await producer.stop()
+    return sent

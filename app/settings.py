@@ -1,0 +1,207 @@
+"""The one settings object: every ``SUPPLYFLOW_*`` variable, optionally from a TOML file.
+
+Precedence (highest first): keyword arguments (the CLI), environment variables, the TOML
+file named by ``SUPPLYFLOW_CONFIG`` (or ``--config``), defaults. Nothing here reads the
+environment at import time: build :class:`Settings` with :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from contextvars import ContextVar
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_serializer, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from supplyflow.app.durations import format_duration, parse_duration, parse_sla_map
+from supplyflow.app.exceptions import SettingsError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "SUPPLYFLOW_"
+CONFIG_ENV = "SUPPLYFLOW_CONFIG"
+# The config file given to load_settings(); falls back to $SUPPLYFLOW_CONFIG.
+_config_file: ContextVar[Path | None] = ContextVar("supplyflow_config_file", default=None)
+_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{0,100}$")
+_APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+Duration = Annotated[timedelta, NoDecode]
+SlaMap = Annotated[dict[str, timedelta], NoDecode]
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Values from a flat TOML file whose keys are the setting names without the prefix."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._values: dict[str, Any] = {}
+        if path is None:
+            return
+        try:
+            with path.open("rb") as handle:
+                raw = tomllib.load(handle)
+        except OSError as exc:
+            raise SettingsError(
+                f"{CONFIG_ENV}: cannot read config file {path}: {exc.strerror}"
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{CONFIG_ENV}: {path} is not valid TOML: {exc}") from exc
+        fields = settings_cls.model_fields
+        for key, value in raw.items():
+            name = key.lower().removeprefix("supplyflow_")
+            if name not in fields:
+                raise SettingsError(
+                    f"{CONFIG_ENV}: {path} sets unknown setting {key!r}; "
+                    f"known: {', '.join(sorted(fields))}"
+                )
+            self._values[name] = value
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+class Settings(BaseSettings):
+    """Every tunable of a supplyflow process. Frozen: build once, pass down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", validate_default=True
+    )
+
+    bootstrap: str = Field(
+        default="localhost:9092", description="Kafka bootstrap servers, host:port[,host:port]"
+    )
+    app_id: str = Field(default="supplyflow", description="consumer group and state prefix")
+    data_dir: Path = Field(default=Path(".supplyflow/data"), description="RocksDB state")
+    topic_prefix: str = Field(default="", description="prepended to every topic name")
+    partitions: int = Field(default=8, ge=1, le=1024, description="partitions per topic")
+    replication_factor: int = Field(
+        default=1, ge=1, le=16, description="replication of the topics supplyflow creates"
+    )
+    max_record_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="larger input records are dead-lettered"
+    )
+    web_host: str = Field(default="127.0.0.1", description="HTTP bind address")
+    web_port: int = Field(default=6066, ge=0, le=65535, description="HTTP port (0: any)")
+    sla_po_ack: SlaMap = Field(
+        default_factory=dict, description="systems that must ack each PO revision, and when"
+    )
+    sla_order_ack: SlaMap = Field(
+        default_factory=dict, description="systems that must ack each placed order, and when"
+    )
+    sla_invoice: Duration | None = Field(
+        default=None, description="every shipment must be invoiced within this"
+    )
+    receipt_tolerance_pct: Decimal = Field(
+        default=Decimal(0), ge=0, le=1000, description="over-receipt tolerance, percent"
+    )
+    deadline_grace: Duration = Field(
+        default=timedelta(seconds=2), description="added to every deadline before it fires"
+    )
+    broker_session_timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        description="how long the group waits for a silent worker before rebalancing",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        hosts = [part.strip() for part in value.split(",") if part.strip()]
+        for host in hosts:
+            name, sep, port = host.rpartition(":")
+            if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{host!r} is not host:port (e.g. localhost:9092)")
+        if not hosts:
+            raise ValueError("give at least one host:port")
+        return ",".join(hosts)
+
+    @field_validator("app_id")
+    @classmethod
+    def _check_app_id(cls, value: str) -> str:
+        if not _APP_ID.match(value):
+            raise ValueError("use 1-100 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _check_topic_prefix(cls, value: str) -> str:
+        if not _TOPIC_PREFIX.match(value):
+            raise ValueError("use at most 100 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("sla_po_ack", "sla_order_ack", mode="before")
+    @classmethod
+    def _parse_sla(cls, value: Any) -> Any:
+        return parse_sla_map(value) if isinstance(value, str) else value
+
+    @field_validator("sla_invoice", mode="before")
+    @classmethod
+    def _parse_optional_duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return None if value.strip() in ("", "none", "off") else parse_duration(value)
+        return value
+
+    @field_validator("deadline_grace", "broker_session_timeout", mode="before")
+    @classmethod
+    def _parse_duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_serializer("deadline_grace", "broker_session_timeout", "sla_invoice")
+    def _dump_duration(self, value: timedelta | None) -> str | None:
+        return None if value is None else format_duration(value)
+
+    @field_serializer("sla_po_ack", "sla_order_ack")
+    def _dump_sla(self, value: dict[str, timedelta]) -> str:
+        return ",".join(f"{k}={format_duration(v)}" for k, v in value.items())
+
+    def topic(self, name: str) -> str:
+        """The full Kafka topic name of a contract topic such as ``po.events``."""
+        return f"{self.topic_prefix}{name}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        if path is None:
+            env_path = os.environ.get(CONFIG_ENV, "").strip()
+            path = Path(env_path) if env_path else None
+        toml = _TomlSource(settings_cls, path)
+        return (init_settings, env_settings, toml)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, turning a bad value into a :class:`SettingsError` naming it."""
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        raise SettingsError(
+            "bad setting, fix it and start again:\n  " + "\n  ".join(problems)
+        ) from exc
+    finally:
+        _config_file.reset(token)

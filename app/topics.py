@@ -1,0 +1,141 @@
+"""The contract's topics, their Kafka configuration, and creating them at start.
+
+supplyflow creates its topics on start with ``SUPPLYFLOW_PARTITIONS`` partitions; an
+existing topic with another partition count stops the worker with instructions, because
+per-entity state is co-partitioned with its input topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+from supplyflow.app.exceptions import AppError
+from supplyflow.app.settings import Settings
+
+__all__ = [
+    "DLQ",
+    "EXCEPTIONS",
+    "INPUT_TOPICS",
+    "INVENTORY_EVENTS",
+    "ORDER_EVENTS",
+    "POSITIONS",
+    "PO_EVENTS",
+    "TopicSpec",
+    "ensure_topics",
+    "topic_specs",
+]
+
+log = logging.getLogger(__name__)
+
+PO_EVENTS: Final = "po.events"
+ORDER_EVENTS: Final = "order.events"
+INVENTORY_EVENTS: Final = "inventory.events"
+POSITIONS: Final = "inventory.positions"
+EXCEPTIONS: Final = "exceptions"
+DLQ: Final = "dlq"
+INPUT_TOPICS: Final = (PO_EVENTS, ORDER_EVENTS, INVENTORY_EVENTS)
+#: Room for the dead-letter envelope (base64 grows data by 4/3, plus provenance).
+_DLQ_OVERHEAD_BYTES: Final = 64 * 1024
+_ADMIN_TIMEOUT_MS: Final = 30_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic supplyflow owns: its full name, partitions and Kafka configs."""
+
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def max_input_message_bytes(settings: Settings) -> int:
+    """Input topics accept records a bit over the limit so they can be dead-lettered."""
+    return settings.max_record_bytes * 2 + _DLQ_OVERHEAD_BYTES
+
+
+def max_dlq_message_bytes(settings: Settings) -> int:
+    """A dead letter holds the original value base64-encoded (and a text copy if small)."""
+    return max_input_message_bytes(settings) * 2 + _DLQ_OVERHEAD_BYTES
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic of the contract, named with the configured prefix."""
+    n = settings.partitions
+    inputs = {"max.message.bytes": str(max_input_message_bytes(settings))}
+    return [
+        *(TopicSpec(settings.topic(name), n, dict(inputs)) for name in INPUT_TOPICS),
+        TopicSpec(settings.topic(POSITIONS), n, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.topic(EXCEPTIONS), n, {}),
+        TopicSpec(
+            settings.topic(DLQ), n, {"max.message.bytes": str(max_dlq_message_bytes(settings))}
+        ),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; check the partition count of existing ones.
+
+    Returns the names created. Raises :class:`AppError` when Kafka cannot be reached or an
+    input topic has the wrong number of partitions.
+    """
+    specs = topic_specs(settings)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap, request_timeout_ms=_ADMIN_TIMEOUT_MS
+    )
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise AppError(
+            f"cannot reach Kafka at {settings.bootstrap} ({exc}): start it with "
+            "`supplyflow kafka up` or set SUPPLYFLOW_BOOTSTRAP to your cluster"
+        ) from exc
+    try:
+        # Describe only topics that exist: a metadata request for a missing topic makes a
+        # broker with auto.create.topics.enable create it, with the wrong configuration.
+        names = set(await admin.list_topics())
+        existing = await admin.describe_topics([s.name for s in specs if s.name in names])
+        found = {t["topic"]: len(t["partitions"]) for t in existing if t.get("error_code", 0) == 0}
+        for spec in specs:
+            have = found.get(spec.name)
+            if have is not None and have != spec.partitions:
+                raise AppError(
+                    f"topic {spec.name} has {have} partitions but SUPPLYFLOW_PARTITIONS is "
+                    f"{spec.partitions}: set SUPPLYFLOW_PARTITIONS={have}, or use a new "
+                    "SUPPLYFLOW_TOPIC_PREFIX (state is co-partitioned with its topics)"
+                )
+        missing = [spec for spec in specs if spec.name not in found]
+        created: list[str] = []
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        s.name,
+                        num_partitions=s.partitions,
+                        replication_factor=settings.replication_factor,
+                        topic_configs=s.config,
+                    )
+                    for s in missing
+                ]
+            )
+            for result in response.to_object()["topic_errors"]:
+                code = result["error_code"]
+                if code == 0:
+                    created.append(result["topic"])
+                elif code != TopicAlreadyExistsError.errno:  # another worker was first
+                    error = for_code(code)
+                    raise AppError(
+                        f"cannot create topic {result['topic']}: {error.__name__} "
+                        f"{result.get('error_message') or ''}".rstrip()
+                    )
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        return created
+    except KafkaError as exc:
+        raise AppError(f"cannot create supplyflow topics on {settings.bootstrap}: {exc}") from exc
+    finally:
+        await admin.close()

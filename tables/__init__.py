@@ -1,0 +1,1 @@
+"""State models and the pure functions that change them (per PO, order and position)."""
