@@ -4,6 +4,9 @@
    ``/table`` and ``/router`` views dump raw table contents to anyone who can reach the
    port, and ``/`` would shadow our status page; the contract allows only our routes.
 2. :class:`SupplyflowApp`: a ``faust.App`` that builds :class:`QuietWeb`.
+3. :class:`MsgpackTable`: a ``faust.Table`` whose store and changelog use msgpack. Faust
+   picks a table's codec from its value type and ignores a ``schema``'s serializers, so a
+   table without a model value type would write JSON to RocksDB and its changelog.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Any, ClassVar
 import faust
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-__all__ = ["QuietWeb", "SupplyflowApp"]
+from supplyflow.codecs.serializers import MSGPACK_CODEC
+
+__all__ = ["MsgpackTable", "QuietWeb", "SupplyflowApp"]
 
 
 class QuietWeb(AiohttpWeb):
@@ -30,3 +35,10 @@ class SupplyflowApp(faust.App):
 
     def _new_web(self) -> QuietWeb:
         return QuietWeb(self)
+
+
+class MsgpackTable(faust.Table[Any, Any]):
+    """A table whose keys and values go through the ``msgpack`` codec everywhere."""
+
+    def _serializer_from_type(self, typ: Any) -> str:
+        return MSGPACK_CODEC

@@ -95,10 +95,10 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         web_router_enabled=False,
         web_tables_enabled=False,
         web_metrics_enabled=False,
-        # Tables name this codec explicitly too; it is the default for anything internal.
         store_check_exists=True,
     )
-    app.conf.table_key_serializer = "raw"
+    # Tables name their codecs (agents.state); this covers any table that forgets to.
+    app.conf.table_key_serializer = MSGPACK_CODEC
     app.conf.table_value_serializer = MSGPACK_CODEC
     for topic in INPUT_TOPICS:
         register_input_agent(app, settings, topic=topic, handler=_log_events, metrics=metrics)

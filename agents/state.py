@@ -1,0 +1,22 @@
+"""Creating supplyflow's state tables: RocksDB-backed, msgpack keys and values.
+
+The serializers are named explicitly: Faust would otherwise pick a table's codec from its
+value type and could fall back to pickle, letting whoever writes to a changelog topic run
+code in the worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supplyflow.app.faust_patches import MsgpackTable
+
+__all__ = ["state_table"]
+
+
+def state_table(app: Any, name: str, *, partitions: int, help: str) -> Any:  # noqa: A002
+    """A Faust table with msgpack-encoded keys and values, co-partitioned with its input."""
+    table = MsgpackTable(
+        app, name=name, default=None, partitions=partitions, beacon=app.tables.beacon, help=help
+    )
+    return app.tables.add(table)

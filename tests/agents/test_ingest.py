@@ -1,0 +1,45 @@
+from dataclasses import dataclass, field
+
+import orjson
+
+from supplyflow.agents.ingest import decode_batch
+from supplyflow.app.sample import OK, sample_scenario
+
+
+@dataclass
+class FakeMessage:
+    """The attributes of ``faust.types.Message`` that decode_batch reads."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+    timestamp: float = 1_700_000_000.0
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def test_batch_keeps_good_records_in_order_around_bad_ones() -> None:
+    records = [r for r in sample_scenario("b") if r.topic == "order.events"]
+    messages = [
+        FakeMessage(r.key, r.value, partition=0, offset=i, headers=r.headers)
+        for i, r in enumerate(records)
+    ]
+    accepted, rejected = decode_batch("order.events", messages, max_bytes=1024 * 1024)
+    assert [a.offset for a in accepted] == [i for i, r in enumerate(records) if r.expect == OK]
+    assert [(r.offset, r.error.reason) for r in rejected] == [
+        (i, r.expect) for i, r in enumerate(records) if r.expect != OK
+    ]
+    assert all(a.timestamp_ms == 1_700_000_000_000 for a in accepted)
+    # the rejected record carries what the dead-letter topic needs
+    first_bad = rejected[0]
+    assert first_bad.value == records[first_bad.offset].value
+    assert first_bad.key == records[first_bad.offset].key
+
+
+def test_empty_value_is_rejected_not_raised() -> None:
+    accepted, rejected = decode_batch(
+        "po.events", [FakeMessage(b"PO-1", None, 1, 7)], max_bytes=1024
+    )
+    assert accepted == []
+    assert rejected[0].error.reason == "invalid_json"
+    assert orjson.dumps(rejected[0].offset) == b"7"
