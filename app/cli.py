@@ -84,7 +84,9 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
     action = {"up": local_kafka.up, "down": local_kafka.down, "status": local_kafka.status}
     status = action[args.action](cfg)
     print(status.detail)
-    return 0 if status.running or args.action == "down" else 1
+    if args.action == "down":
+        return 1 if status.running else 0
+    return 0 if status.ready else 1
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:

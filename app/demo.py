@@ -13,10 +13,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from supplyflow.app import local_kafka
@@ -25,7 +23,7 @@ from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.produce import produce_records
 from supplyflow.app.sample import OK, SampleRecord, sample_scenario
 from supplyflow.app.settings import Settings
-from supplyflow.app.topics import DLQ, ensure_topics
+from supplyflow.app.topics import DLQ, delete_topics, ensure_topics, read_topic
 from supplyflow.codecs import parse_dead_letter
 
 __all__ = ["run_demo"]
@@ -45,42 +43,6 @@ def _processed(worker: WorkerProcess) -> float:
     return sum(v for (name, _), v in worker.metrics().items() if name == _EVENTS_METRIC)
 
 
-async def _read_topic(settings: Settings, topic: str, expected: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        settings.topic(topic),
-        bootstrap_servers=settings.bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + _DRAIN_S
-        while len(records) < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for messages in batch.values():
-                records.extend(messages)
-    finally:
-        await consumer.stop()
-    return records
-
-
-async def _delete_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
-    await admin.start()
-    try:
-        names = [
-            t
-            for t in await admin.list_topics()
-            if t.startswith(settings.topic_prefix) or t.startswith(f"{settings.app_id}-")
-        ]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
-
-
 def _report(worker: WorkerProcess, settings: Settings, records: list[SampleRecord]) -> bool:
     """Wait for the worker to take every record, then print what happened to them."""
     bad = [r for r in records if r.expect != OK]
@@ -97,7 +59,9 @@ def _report(worker: WorkerProcess, settings: Settings, records: list[SampleRecor
     for type_, count in sorted(applied.items()):
         _say(f"  {type_:<22} {count}")
 
-    letters = asyncio.run(_read_topic(settings, DLQ, len(bad)))
+    letters = asyncio.run(
+        read_topic(settings.bootstrap, settings.topic(DLQ), expected=len(bad), wait_s=_DRAIN_S)
+    )
     _say(f"\nDead-lettered to {settings.topic(DLQ)} ({len(letters)}):")
     for message in letters:
         body = parse_dead_letter(message.value)
@@ -155,7 +119,9 @@ def run_demo(base: Settings) -> int:
         if worker is not None:
             worker.stop()
         try:
-            asyncio.run(_delete_topics(settings))
+            asyncio.run(
+                delete_topics(settings.bootstrap, (settings.topic_prefix, f"{settings.app_id}-"))
+            )
         except (OSError, AppError, KafkaError) as exc:
             _say(f"(could not delete demo topics: {exc})")
         if started_kafka is not None:

@@ -7,10 +7,12 @@ per-entity state is co-partitioned with its input topic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
@@ -26,7 +28,9 @@ __all__ = [
     "POSITIONS",
     "PO_EVENTS",
     "TopicSpec",
+    "delete_topics",
     "ensure_topics",
+    "read_topic",
     "topic_specs",
 ]
 
@@ -42,6 +46,8 @@ INPUT_TOPICS: Final = (PO_EVENTS, ORDER_EVENTS, INVENTORY_EVENTS)
 #: Room for the dead-letter envelope (base64 grows data by 4/3, plus provenance).
 _DLQ_OVERHEAD_BYTES: Final = 64 * 1024
 _ADMIN_TIMEOUT_MS: Final = 30_000
+#: Per-partition fetch size when reading a topic back: room for the largest dead letter.
+_READ_FETCH_BYTES: Final = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -137,5 +143,56 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return created
     except KafkaError as exc:
         raise AppError(f"cannot create supplyflow topics on {settings.bootstrap}: {exc}") from exc
+    finally:
+        await admin.close()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expected: int | None = None, wait_s: float = 60.0
+) -> list[Any]:
+    """Every record of ``topic`` from the start (no consumer group, nothing committed).
+
+    Waits until ``expected`` records have arrived or ``wait_s`` passes; with ``expected``
+    None, reads up to the end offsets at the time of the call.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=_READ_FETCH_BYTES,
+        fetch_max_bytes=_READ_FETCH_BYTES * 4,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        if expected is None:
+            partitions = consumer.assignment() or set()
+            while not partitions and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+                partitions = consumer.assignment()
+            ends = await consumer.end_offsets(list(partitions))
+            expected = sum(ends.values())
+        while len(records) < expected and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=250)
+            for messages in batch.values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> list[str]:
+    """Delete every topic whose name starts with one of ``prefixes``; return their names."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+        if names:
+            await admin.delete_topics(names)
+        return names
     finally:
         await admin.close()

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from supplyflow import __version__
 from supplyflow.agents.ingest import Accepted, register_input_agent
+from supplyflow.app.exceptions import AppError
 from supplyflow.app.faust_patches import SupplyflowApp
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
@@ -108,6 +109,12 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
 def run_worker(settings: Settings) -> NoReturn:
     """Create the topics, then run a worker until it is stopped (SIGTERM/SIGINT)."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AppError(
+            f"SUPPLYFLOW_DATA_DIR {settings.data_dir} cannot be created: {exc.strerror}"
+        ) from exc
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
