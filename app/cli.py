@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     schemas = sub.add_parser("schemas", help="JSON Schemas of the input events")
     schemas.add_argument("action", choices=["export", "check"])
     schemas.add_argument("--dir", type=Path, default=Path("schemas"))
+    schemas.add_argument(
+        "--force", action="store_true", help="export even if it breaks compatibility"
+    )
     return parser
 
 
@@ -118,7 +121,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_schemas(args: argparse.Namespace) -> int:
     from supplyflow.app.schemas import check_directory, export_schemas
 
+    problems = [p for p in check_directory(args.dir) if not p.startswith("not exported:")]
     if args.action == "export":
+        if problems and not args.force:
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            print(
+                "refusing to overwrite the committed schemas with incompatible ones: keep the "
+                "change backward compatible, or bump SCHEMA_VERSION in codecs/events.py "
+                "(or pass --force)",
+                file=sys.stderr,
+            )
+            return 1
         written = export_schemas(args.dir)
         print(f"wrote {len(written)} schemas to {args.dir}")
         return 0

@@ -39,8 +39,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
-#: Name (and file stem) of the bare envelope's schema.
-ENVELOPE: Final = "envelope"
+ENVELOPE: Final = "envelope"  #: name and file stem of the bare envelope's schema
 _EXPORT_HINT: Final = "run `supplyflow schemas export`"
 _ID: Final = re.compile(r"^supplyflow/v(?P<version>\d+)/(?P<name>[^/]+)\.json$")
 _ALL_TYPES: Final = ("null", "boolean", "integer", "number", "string", "array", "object")
@@ -112,10 +111,10 @@ def export_schemas(directory: Path) -> list[Path]:
 
 
 def check_directory(directory: Path) -> list[str]:
-    """Problems of the committed ``<directory>/*.json`` against :func:`current_schemas`.
+    """Unreadable files, removed types, incompatibilities and ``"not exported: ..."`` types.
 
-    Unreadable files, removed types, incompatibilities, ``"not exported: ..."`` types. A
-    file of another ``SCHEMA_VERSION`` (a deliberate break) just asks for a re-export.
+    Compares the committed ``<directory>/*.json`` with :func:`current_schemas`; a file of
+    another ``SCHEMA_VERSION`` (a deliberate break) just asks for a re-export.
     """
     current = current_schemas()
     committed = sorted(directory.glob("*.json")) if directory.is_dir() else []
@@ -130,7 +129,9 @@ def check_directory(directory: Path) -> list[str]:
         if not isinstance(old, dict):
             problems.append(f"{name}: {path} does not hold a JSON Schema object")
         elif (version := _id_part(old, "version")) not in (None, str(SCHEMA_VERSION)):
-            problems.append(f"{name}: is v{version}, models v{SCHEMA_VERSION}: {_EXPORT_HINT}")
+            problems.append(
+                f"{name}: exported v{version}, models v{SCHEMA_VERSION}: {_EXPORT_HINT}"
+            )
         elif name not in current:
             problems.append(f"{name}: event type removed: {path} has no model any more")
         else:
@@ -390,8 +391,7 @@ def _compare_properties(old: JsonSchema, new: JsonSchema, path: str, ctx: _Ctx) 
         if key not in (old.get("required") or ()):
             what = "became required" if key in old_props else "new required property"
             problems.append(_at(_join(path, key), what))
-    old_extra = old.get("additionalProperties", True)
-    new_extra = new.get("additionalProperties", True)
+    old_extra, new_extra = (schema.get("additionalProperties", True) for schema in (old, new))
     if new_extra is False and old_extra is not False:
         problems.append(_at(path, "additional properties no longer allowed"))
     elif isinstance(new_extra, dict):
