@@ -41,7 +41,7 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	@started=0; \
-	if ! $(BIN)/supplyflow kafka status --port $(KAFKA_PORT) >/dev/null 2>&1; then \
+	if ! $(BIN)/supplyflow kafka ping >/dev/null 2>&1; then \
 	  $(BIN)/supplyflow kafka up --port $(KAFKA_PORT) || exit 1; started=1; \
 	fi; \
 	$(BIN)/pytest; rc=$$?; \

@@ -21,6 +21,7 @@ __all__ = ["main"]
 
 log = logging.getLogger("supplyflow")
 _USAGE_ERROR = 2
+_PING_TIMEOUT_S = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--web-port", type=int, help="overrides SUPPLYFLOW_WEB_PORT")
 
     kafka = sub.add_parser("kafka", help="a local single-node Apache Kafka for development")
-    kafka.add_argument("action", choices=["up", "down", "status", "fetch", "logs"])
+    kafka.add_argument(
+        "action",
+        choices=["up", "down", "status", "fetch", "logs", "ping"],
+        help="ping: exit 0 if any broker answers at SUPPLYFLOW_BOOTSTRAP",
+    )
     kafka.add_argument("--port", type=int, default=9092, help="broker port (default 9092)")
     kafka.add_argument("--home", type=Path, help="state folder (default .supplyflow/kafka)")
 
@@ -77,6 +82,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_kafka(args: argparse.Namespace) -> int:
     from supplyflow.app import local_kafka
 
+    if args.action == "ping":
+        from supplyflow.app.settings import load_settings
+
+        bootstrap = load_settings(args.config).bootstrap
+        ready = local_kafka.wait_until_ready(bootstrap, _PING_TIMEOUT_S)
+        print(f"Kafka {'answers' if ready else 'does not answer'} at {bootstrap}")
+        return 0 if ready else 1
     cfg = local_kafka.default_config(home=args.home, port=args.port)
     if args.action == "fetch":
         print(f"Kafka jars in {local_kafka.fetch(cfg)}")
