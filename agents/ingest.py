@@ -2,23 +2,33 @@
 
 Input topics are keyed per entity (``po_id``, ``order_id``, ``SKU@LOCATION``), so the agent
 consuming a topic owns the state of its entities: it decodes every record of a batch,
-sends each invalid one to ``dlq`` with its reason, and passes the valid events, in order,
-to the entity handler. A bad record never stops the agent or holds back the ones after it.
+hands the valid events, grouped by partition and in order, to the entity handler, and
+sends each record that failed decoding or that the handler rejected to ``dlq`` with its
+reason. A bad record never stops the agent or holds back the ones after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from supplyflow.app.metrics import APPLIED, DEAD_LETTERED, Metrics
+from supplyflow.app.metrics import DEAD_LETTERED, Metrics
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ
 from supplyflow.codecs import AnyEvent, DecodeError, build_dead_letter, decode_input
 
-__all__ = ["Accepted", "EntityHandler", "IngestTunables", "decode_batch", "register_input_agent"]
+__all__ = [
+    "Accepted",
+    "EntityHandler",
+    "IngestTunables",
+    "Rejected",
+    "by_partition",
+    "decode_batch",
+    "register_input_agent",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +41,7 @@ class IngestTunables:
     #: while keeping memory per batch small.
     batch_max: int = 2000
     #: Longest wait for a batch to fill, in seconds: bounds added latency at low load.
-    batch_window_s: float = 0.05
+    batch_window_s: float = 0.01
 
 
 DEFAULT_TUNABLES: Final = IngestTunables()
@@ -45,10 +55,8 @@ class Accepted:
     partition: int
     offset: int
     timestamp_ms: int | None
-
-
-#: Receives the valid events of one batch, in partition order.
-EntityHandler = Callable[[Sequence[Accepted]], Awaitable[None]]
+    #: the Faust event it came from (its partition scopes table access)
+    source: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +72,19 @@ class Rejected:
     headers: list[tuple[str, bytes]]
 
 
+#: Applies the valid events of one batch; returns, aligned with its input, each event's
+#: outcome (applied/duplicate/stale) or the error that sends it to the dead-letter topic.
+EntityHandler = Callable[[Sequence[Accepted]], Awaitable[list[str | DecodeError]]]
+
+
 def decode_batch(
-    topic: str, messages: Sequence[Any], *, max_bytes: int
+    topic: str, events: Sequence[Any], *, max_bytes: int
 ) -> tuple[list[Accepted], list[Rejected]]:
-    """Split Faust messages of the input topic ``topic`` into accepted and rejected."""
+    """Split Faust events of the input topic ``topic`` into accepted and rejected."""
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
-    for msg in messages:
+    for source in events:
+        msg = source.message
         headers = list(msg.headers or ())
         timestamp_ms = int(msg.timestamp * 1000) if msg.timestamp else None
         try:
@@ -82,8 +96,72 @@ def decode_batch(
                 )
             )
             continue
-        accepted.append(Accepted(event, msg.partition, msg.offset, timestamp_ms))
+        accepted.append(Accepted(event, msg.partition, msg.offset, timestamp_ms, source))
     return accepted, rejected
+
+
+def by_partition(items: Sequence[Accepted]) -> dict[int, list[Accepted]]:
+    """Group accepted events by partition, keeping their order."""
+    groups: dict[int, list[Accepted]] = {}
+    for item in items:
+        groups.setdefault(item.partition, []).append(item)
+    return groups
+
+
+def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
+    """The dead-letter entry for an event the domain rejected."""
+    msg = item.source.message
+    return Rejected(
+        error,
+        msg.partition,
+        msg.offset,
+        item.timestamp_ms,
+        msg.key,
+        msg.value,
+        list(msg.headers or ()),
+    )
+
+
+class DeadLetters:
+    """Sends rejected records of one input topic to ``dlq``, with metrics and a log line."""
+
+    def __init__(self, app: Any, settings: Settings, topic: str, metrics: Metrics) -> None:
+        self.topic = topic
+        self.full_name = settings.topic(topic)
+        self.dlq = app.topic(settings.topic(DLQ), key_serializer="raw", value_serializer="raw")
+        self.metrics = metrics
+
+    async def send(self, rejected: Sequence[Rejected]) -> list[Any]:
+        """Send every entry; returns the delivery futures (await them before committing)."""
+        futures = []
+        for bad in rejected:
+            letter = build_dead_letter(
+                bad.error,
+                topic=self.full_name,
+                partition=bad.partition,
+                offset=bad.offset,
+                timestamp_ms=bad.timestamp_ms,
+                key=bad.key,
+                value=bad.value,
+                headers=bad.headers,
+            )
+            futures.append(
+                await self.dlq.send(key=letter.key, value=letter.value, headers=letter.headers)
+            )
+            self.metrics.dead_letters.labels(topic=self.topic, reason=bad.error.reason).inc()
+            self.metrics.events.labels(
+                topic=self.topic, type="invalid", outcome=DEAD_LETTERED
+            ).inc()
+            log.warning(
+                "dead-lettered %s[%d]@%d event_id=%s key=%r: %s",
+                self.full_name,
+                bad.partition,
+                bad.offset,
+                bad.error.event_id,
+                bad.key[:128] if bad.key else bad.key,
+                bad.error,
+            )
+        return futures
 
 
 def register_input_agent(
@@ -96,49 +174,32 @@ def register_input_agent(
     tunables: IngestTunables = DEFAULT_TUNABLES,
 ) -> Any:
     """Create the agent consuming input topic ``topic`` (contract name, without prefix)."""
-    full_name = settings.topic(topic)
     source = app.topic(
-        full_name,
+        settings.topic(topic),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
         internal=False,
     )
-    dlq = app.topic(settings.topic(DLQ), key_serializer="raw", value_serializer="raw")
+    dead_letters = DeadLetters(app, settings, topic, metrics)
     max_bytes = settings.max_record_bytes
     batch_sizes = metrics.batch_size.labels(topic=topic)
 
     async def consume(stream: Any) -> None:
         async for batch in stream.take_events(tunables.batch_max, tunables.batch_window_s):
-            messages = [event.message for event in batch]
-            accepted, rejected = decode_batch(topic, messages, max_bytes=max_bytes)
-            for bad in rejected:
-                letter = build_dead_letter(
-                    bad.error,
-                    topic=full_name,
-                    partition=bad.partition,
-                    offset=bad.offset,
-                    timestamp_ms=bad.timestamp_ms,
-                    key=bad.key,
-                    value=bad.value,
-                    headers=bad.headers,
-                )
-                await dlq.send(key=letter.key, value=letter.value, headers=letter.headers)
-                metrics.dead_letters.labels(topic=topic, reason=bad.error.reason).inc()
-                metrics.events.labels(topic=topic, type="invalid", outcome=DEAD_LETTERED).inc()
-                log.warning(
-                    "dead-lettered %s[%d]@%d event_id=%s key=%r: %s",
-                    full_name,
-                    bad.partition,
-                    bad.offset,
-                    bad.error.event_id,
-                    bad.key[:128] if bad.key else bad.key,
-                    bad.error,
-                )
+            accepted, rejected = decode_batch(topic, batch, max_bytes=max_bytes)
             if accepted:
-                await handler(accepted)
-                for item in accepted:
-                    metrics.events.labels(topic=topic, type=item.event.type, outcome=APPLIED).inc()
+                results = await handler(accepted)
+                for item, result in zip(accepted, results, strict=True):
+                    if isinstance(result, DecodeError):
+                        rejected.append(rejected_from(item, result))
+                    else:
+                        metrics.events.labels(
+                            topic=topic, type=item.event.type, outcome=result
+                        ).inc()
+            futures = await dead_letters.send(rejected)
+            if futures:
+                await asyncio.gather(*futures)
             batch_sizes.observe(len(batch))
 
     return app.agent(source, name=f"supplyflow.input.{topic}", concurrency=1)(consume)

@@ -7,11 +7,21 @@ code in the worker.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from supplyflow.app.faust_patches import MsgpackTable
 
-__all__ = ["state_table"]
+__all__ = ["StateTables", "state_table"]
+
+
+@dataclass(frozen=True)
+class StateTables:
+    """The worker's tables: per PO, per order, per position (all keyed by entity id)."""
+
+    po: Any
+    order: Any
+    position: Any
 
 
 def state_table(app: Any, name: str, *, partitions: int, help: str) -> Any:  # noqa: A002

@@ -66,6 +66,8 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # aiokafka narrates every metadata change at INFO; the commands say what matters.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

@@ -7,18 +7,26 @@
 3. :class:`MsgpackTable`: a ``faust.Table`` whose store and changelog use msgpack. Faust
    picks a table's codec from its value type and ignores a ``schema``'s serializers, so a
    table without a model value type would write JSON to RocksDB and its changelog.
+4. :func:`partition_scope`: run table reads and writes as if ``event`` were the current
+   event. Faust's RocksDB store and changelog pick the partition of the *current event*;
+   a batch from ``take_events`` mixes partitions, so each partition's keys must be read
+   and written in the scope of an event from that partition.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import faust
+from faust.streams import _current_event
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from supplyflow.codecs.serializers import MSGPACK_CODEC
 
-__all__ = ["MsgpackTable", "QuietWeb", "SupplyflowApp"]
+__all__ = ["MsgpackTable", "QuietWeb", "SupplyflowApp", "partition_scope"]
 
 
 class QuietWeb(AiohttpWeb):
@@ -42,3 +50,13 @@ class MsgpackTable(faust.Table[Any, Any]):
 
     def _serializer_from_type(self, typ: Any) -> str:
         return MSGPACK_CODEC
+
+
+@contextmanager
+def partition_scope(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event (and so its partition the tables') inside."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)

@@ -29,6 +29,7 @@ __all__ = [
     "PO_EVENTS",
     "TopicSpec",
     "delete_topics",
+    "deltas_topic_name",
     "ensure_topics",
     "read_topic",
     "topic_specs",
@@ -57,6 +58,8 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str]
+    #: internal topics are supplyflow's own plumbing, not part of the contract
+    internal: bool = False
 
 
 def max_input_message_bytes(settings: Settings) -> int:
@@ -69,11 +72,17 @@ def max_dlq_message_bytes(settings: Settings) -> int:
     return max_input_message_bytes(settings) * 2 + _DLQ_OVERHEAD_BYTES
 
 
+def deltas_topic_name(settings: Settings) -> str:
+    """The internal topic carrying PO/order contributions to positions (keyed SKU@LOC)."""
+    return f"{settings.app_id}-position-deltas"
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic of the contract, named with the configured prefix."""
+    """Every topic of the contract, named with the configured prefix, and the internal one."""
     n = settings.partitions
     inputs = {"max.message.bytes": str(max_input_message_bytes(settings))}
     return [
+        TopicSpec(deltas_topic_name(settings), n, {}, internal=True),
         *(TopicSpec(settings.topic(name), n, dict(inputs)) for name in INPUT_TOPICS),
         TopicSpec(settings.topic(POSITIONS), n, {"cleanup.policy": "compact"}),
         TopicSpec(settings.topic(EXCEPTIONS), n, {}),

@@ -1,19 +1,37 @@
-"""HTTP views of a worker: ``/health`` and ``/metrics`` (more routes join with later parts).
+"""HTTP views of a worker: health, metrics, and queries answered for any key.
 
-Only routes registered here are served (see :mod:`supplyflow.app.faust_patches`).
+``/positions/{sku}/{location}``, ``/pos/{po_id}`` and ``/orders/{order_id}`` read the
+owning worker's table: the key's partition is computed as producers compute it (murmur2
+of the UTF-8 key), and a worker that does not own it forwards the request to the one that
+does (one hop; a forwarded request that misses answers 503 so clients retry). Only routes
+registered here are served (see :mod:`supplyflow.app.faust_patches`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any, Final
 
+import aiohttp
 import orjson
+from aiokafka.partitioner import murmur2
 
+from supplyflow.agents.state import StateTables
 from supplyflow.app.metrics import CONTENT_TYPE, Metrics
+from supplyflow.tables.order import OrderState, order_view
+from supplyflow.tables.po import PoState, po_view
+from supplyflow.tables.position import PositionState, position_record
 
-__all__ = ["health_state", "register_views"]
+__all__ = ["health_state", "partition_for", "register_views"]
+
+log = logging.getLogger(__name__)
 
 _UNAVAILABLE: Final = 503
+_NOT_FOUND: Final = 404
+_FORWARDED: Final = "x-supplyflow-forwarded"
+#: How long a worker waits for the owner of a key when it forwards a query.
+_FORWARD_TIMEOUT: Final = aiohttp.ClientTimeout(total=10.0)  # type: ignore[call-arg]
 
 
 def health_state(app: Any) -> str:
@@ -26,16 +44,103 @@ def health_state(app: Any) -> str:
     return "running"
 
 
-def register_views(app: Any, metrics: Metrics) -> None:
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, as Java does)."""
+    hashed: int = murmur2(key.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def _json(web: Any, body: Any, status: int = 200) -> Any:
+    return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
+
+
+class KeyRouter:
+    """Finds the worker owning a table key and reads or forwards."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def owner_url(self, table: Any, key: str) -> str | None:
+        topic = table.changelog_topic.get_topic_name()
+        partition = partition_for(key, table.partitions or self.app.conf.topic_partitions)
+        for url, assignment in self.app.assignor.table_metadata(topic).items():
+            if partition in assignment.get(topic, ()):
+                return str(url)
+        return None
+
+    async def answer(
+        self,
+        web: Any,
+        request: Any,
+        *,
+        table: Any,
+        key: str,
+        render: Callable[[list[Any]], dict[str, Any]],
+        what: str,
+    ) -> Any:
+        if health_state(self.app) != "running":
+            return _json(web, {"error": "worker is not ready; retry shortly"}, _UNAVAILABLE)
+        owner = self.owner_url(table, key)
+        me = str(self.app.conf.canonical_url)
+        if owner is None or owner.rstrip("/") == me.rstrip("/"):
+            wire = table.get(key)
+            if wire is None:
+                return _json(web, {"error": f"{what} {key!r} is not known"}, _NOT_FOUND)
+            return _json(web, render(wire))
+        if request.headers.get(_FORWARDED):
+            return _json(web, {"error": "ownership is moving; retry shortly"}, _UNAVAILABLE)
+        url = owner.rstrip("/") + request.path_qs
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT) as session,
+                session.get(url, headers={_FORWARDED: me}) as response,
+            ):
+                body = await response.read()
+                return web.bytes(body, content_type="application/json", status=response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("forwarding %s to %s failed: %s", request.path, owner, exc)
+            return _json(web, {"error": f"owner {owner} did not answer; retry"}, _UNAVAILABLE)
+
+
+def register_views(app: Any, metrics: Metrics, tables: StateTables) -> None:
     """Register the worker's HTTP routes on ``app``'s web server."""
+    router = KeyRouter(app)
 
     @app.page("/health")  # type: ignore[untyped-decorator]  # faust ships no types
     async def health(web: Any, request: Any) -> Any:
         state = health_state(app)
-        body = orjson.dumps({"status": state, "app_id": app.conf.id})
         status = 200 if state == "running" else _UNAVAILABLE
-        return web.bytes(body, content_type="application/json", status=status)
+        return _json(web, {"status": state, "app_id": app.conf.id}, status)
 
     @app.page("/metrics")  # type: ignore[untyped-decorator]  # faust ships no types
     async def prometheus(web: Any, request: Any) -> Any:
         return web.bytes(metrics.render(), content_type=CONTENT_TYPE.split(";")[0])
+
+    @app.page("/positions/{sku}/{location}")  # type: ignore[untyped-decorator]
+    async def position(web: Any, request: Any, sku: str, location: str) -> Any:
+        def render(wire: list[Any]) -> dict[str, Any]:
+            state = PositionState.from_wire(wire)
+            return position_record(state, state.updated_at)
+
+        key = f"{sku}@{location}"
+        return await router.answer(
+            web, request, table=tables.position, key=key, render=render, what="position"
+        )
+
+    @app.page("/pos/{po_id}")  # type: ignore[untyped-decorator]  # faust ships no types
+    async def purchase_order(web: Any, request: Any, po_id: str) -> Any:
+        def render(wire: list[Any]) -> dict[str, Any]:
+            return po_view(PoState.from_wire(wire))
+
+        return await router.answer(
+            web, request, table=tables.po, key=po_id, render=render, what="PO"
+        )
+
+    @app.page("/orders/{order_id}")  # type: ignore[untyped-decorator]  # faust ships no types
+    async def sales_order(web: Any, request: Any, order_id: str) -> Any:
+        def render(wire: list[Any]) -> dict[str, Any]:
+            return order_view(OrderState.from_wire(wire))
+
+        return await router.answer(
+            web, request, table=tables.order, key=order_id, render=render, what="order"
+        )

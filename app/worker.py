@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, NoReturn
@@ -18,19 +17,26 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from supplyflow import __version__
-from supplyflow.agents.ingest import Accepted, register_input_agent
+from supplyflow.agents.entities import EntityActor
+from supplyflow.agents.ingest import DEFAULT_TUNABLES, register_input_agent
+from supplyflow.agents.positions import register_position_agent
+from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.faust_patches import SupplyflowApp
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
-    INPUT_TOPICS,
+    ORDER_EVENTS,
+    PO_EVENTS,
+    deltas_topic_name,
     ensure_topics,
     max_dlq_message_bytes,
     max_input_message_bytes,
 )
 from supplyflow.app.web import register_views
 from supplyflow.codecs import MSGPACK_CODEC, register_codecs
+from supplyflow.tables.order import OrderState, apply_order_event
+from supplyflow.tables.po import PoState, apply_po_event
 
 __all__ = ["Worker", "build_app", "run_worker"]
 
@@ -43,27 +49,16 @@ _STANDBY_REPLICAS: Final = 0
 
 @dataclass
 class Worker:
-    """A built (not yet started) worker: the Faust app and its metrics."""
+    """A built (not yet started) worker: the Faust app, its tables and metrics."""
 
     app: Any
     metrics: Metrics
     settings: Settings
+    tables: StateTables
 
 
 def _seconds(value: timedelta) -> float:
     return value.total_seconds()
-
-
-async def _log_events(events: Sequence[Accepted]) -> None:
-    """Entity handler of this stage: the events have reached their owning agent."""
-    if log.isEnabledFor(logging.DEBUG):
-        for item in events:
-            log.debug(
-                "accepted %s event_id=%s key=%s",
-                item.event.type,
-                item.event.event_id,
-                item.event.data.entity_key,
-            )
 
 
 def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
@@ -101,10 +96,41 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     # Tables name their codecs (agents.state); this covers any table that forgets to.
     app.conf.table_key_serializer = MSGPACK_CODEC
     app.conf.table_value_serializer = MSGPACK_CODEC
-    for topic in INPUT_TOPICS:
-        register_input_agent(app, settings, topic=topic, handler=_log_events, metrics=metrics)
-    register_views(app, metrics)
-    return Worker(app=app, metrics=metrics, settings=settings)
+    tables = StateTables(
+        po=state_table(app, "po", partitions=settings.partitions, help="purchase orders"),
+        order=state_table(app, "order", partitions=settings.partitions, help="sales orders"),
+        position=state_table(
+            app, "position", partitions=settings.partitions, help="positions per SKU@LOC"
+        ),
+    )
+    deltas = app.topic(
+        deltas_topic_name(settings),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        internal=False,
+    )
+    po_actor = EntityActor(
+        kind="po",
+        table=tables.po,
+        deltas_topic=deltas,
+        apply=apply_po_event,
+        from_wire=PoState.from_wire,
+    )
+    order_actor = EntityActor(
+        kind="order",
+        table=tables.order,
+        deltas_topic=deltas,
+        apply=apply_order_event,
+        from_wire=OrderState.from_wire,
+    )
+    register_input_agent(app, settings, topic=PO_EVENTS, handler=po_actor, metrics=metrics)
+    register_input_agent(app, settings, topic=ORDER_EVENTS, handler=order_actor, metrics=metrics)
+    register_position_agent(
+        app, settings, table=tables.position, metrics=metrics, tunables=DEFAULT_TUNABLES
+    )
+    register_views(app, metrics, tables)
+    return Worker(app=app, metrics=metrics, settings=settings, tables=tables)
 
 
 def run_worker(settings: Settings) -> NoReturn:

@@ -66,7 +66,8 @@ def _parse(value: bytes, ctype: str | None) -> Any:
                 timestamp=0,
             )
         except (ValueError, msgpack.UnpackException, RecursionError) as exc:
-            raise DecodeError("invalid_msgpack", f"not valid MessagePack: {exc}") from exc
+            why = str(exc) or type(exc).__name__
+            raise DecodeError("invalid_msgpack", f"not valid MessagePack: {why}") from exc
     raise DecodeError(
         "unsupported_content_type",
         f"content-type {ctype!r} is neither JSON nor application/msgpack",

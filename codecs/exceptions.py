@@ -18,6 +18,7 @@ Reason = Literal[
     "schema",
     "key_mismatch",
     "unknown_entity",
+    "line_mismatch",
 ]
 REASONS: Final[tuple[Reason, ...]] = (
     "too_large",
@@ -30,6 +31,7 @@ REASONS: Final[tuple[Reason, ...]] = (
     "schema",
     "key_mismatch",
     "unknown_entity",
+    "line_mismatch",
 )
 
 

@@ -18,10 +18,17 @@ class FakeMessage:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+@dataclass
+class FakeEvent:
+    """A ``faust.Event``: decode_batch reads its ``message``."""
+
+    message: FakeMessage
+
+
 def test_batch_keeps_good_records_in_order_around_bad_ones() -> None:
     records = [r for r in sample_scenario("b") if r.topic == "order.events"]
     messages = [
-        FakeMessage(r.key, r.value, partition=0, offset=i, headers=r.headers)
+        FakeEvent(FakeMessage(r.key, r.value, partition=0, offset=i, headers=r.headers))
         for i, r in enumerate(records)
     ]
     accepted, rejected = decode_batch("order.events", messages, max_bytes=1024 * 1024)
@@ -38,7 +45,7 @@ def test_batch_keeps_good_records_in_order_around_bad_ones() -> None:
 
 def test_empty_value_is_rejected_not_raised() -> None:
     accepted, rejected = decode_batch(
-        "po.events", [FakeMessage(b"PO-1", None, 1, 7)], max_bytes=1024
+        "po.events", [FakeEvent(FakeMessage(b"PO-1", None, 1, 7))], max_bytes=1024
     )
     assert accepted == []
     assert rejected[0].error.reason == "invalid_json"

@@ -1,0 +1,139 @@
+"""The position actor: inventory events and PO/order deltas in, positions out.
+
+It consumes ``inventory.events`` (keyed ``SKU@LOCATION``) and the internal deltas topic
+(same keys, same partition count), so partition *p* of both belongs to the worker that
+owns the positions of partition *p*. After each batch it emits every changed position to
+``inventory.positions``, waits for Kafka to take them, and then writes the states: a
+crash in between replays into the same outputs rather than losing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+import orjson
+
+from supplyflow.agents.ingest import DeadLetters, IngestTunables, decode_batch
+from supplyflow.app.faust_patches import partition_scope
+from supplyflow.app.metrics import Metrics
+from supplyflow.app.settings import Settings
+from supplyflow.app.topics import INVENTORY_EVENTS, POSITIONS, deltas_topic_name
+from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
+from supplyflow.tables.position import (
+    PositionState,
+    apply_deltas,
+    apply_inventory_event,
+    position_record,
+    record_time,
+)
+
+__all__ = ["register_position_agent"]
+
+
+class PositionActor:
+    """Applies one batch (mixed partitions, both topics) to the position table."""
+
+    def __init__(
+        self, app: Any, settings: Settings, table: Any, metrics: Metrics, dead_letters: DeadLetters
+    ) -> None:
+        self.inventory_topic = settings.topic(INVENTORY_EVENTS)
+        self.positions = app.topic(
+            settings.topic(POSITIONS), key_serializer="raw", value_serializer="raw"
+        )
+        self.table = table
+        self.metrics = metrics
+        self.dead_letters = dead_letters
+        self.max_bytes = settings.max_record_bytes
+
+    def _load(self, cache: dict[str, PositionState], key: str) -> PositionState:
+        state = cache.get(key)
+        if state is None:
+            wire = self.table.get(key)
+            state = PositionState.new(key) if wire is None else PositionState.from_wire(wire)
+            cache[key] = state
+        return state
+
+    async def process(self, batch: Sequence[Any]) -> None:
+        groups: dict[int, list[Any]] = {}
+        for event in batch:
+            groups.setdefault(event.message.partition, []).append(event)
+        for events in groups.values():
+            with partition_scope(events[-1]):
+                await self._process_partition(events)
+
+    async def _process_partition(self, events: list[Any]) -> None:
+        cache: dict[str, PositionState] = {}
+        changed: set[str] = set()  # totals changed: emit the position
+        dirty: set[str] = set()  # state changed (watermarks, ids): write it
+        inventory = [e for e in events if e.message.topic == self.inventory_topic]
+        accepted, rejected = decode_batch(INVENTORY_EVENTS, inventory, max_bytes=self.max_bytes)
+        by_offset = {a.offset: a for a in accepted}
+        for source_event in events:
+            msg = source_event.message
+            if msg.topic == self.inventory_topic:
+                item = by_offset.get(msg.offset)
+                if item is None:
+                    continue  # dead-lettered
+                event = item.event
+                if not isinstance(event, InventoryAdjusted | InventorySnapshot):
+                    continue  # decode_input only accepts these on inventory.events
+                key = event.data.entity_key
+                state = self._load(cache, key)
+                before = list(state.totals)
+                outcome = apply_inventory_event(state, event, item.offset)
+                self.metrics.events.labels(
+                    topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
+                ).inc()
+                if outcome == "applied":
+                    dirty.add(key)
+                    if state.totals != before:
+                        changed.add(key)
+            else:
+                key = msg.key.decode()
+                source, items = msgpack.unpackb(msg.value)
+                if apply_deltas(self._load(cache, key), source, items):
+                    changed.add(key)
+                    dirty.add(key)
+        now = record_time(datetime.now(UTC))
+        futures = await self.dead_letters.send(rejected)
+        for key in changed:
+            cache[key].updated_at = now
+            record = position_record(cache[key], now)
+            futures.append(await self.positions.send(key=key.encode(), value=orjson.dumps(record)))
+        if futures:
+            await asyncio.gather(*futures)
+        for key in dirty:
+            self.table[key] = cache[key].to_wire()
+
+
+def register_position_agent(
+    app: Any,
+    settings: Settings,
+    *,
+    table: Any,
+    metrics: Metrics,
+    tunables: IngestTunables,
+) -> Any:
+    """Create the agent consuming inventory.events and the position deltas."""
+    source = app.topic(
+        settings.topic(INVENTORY_EVENTS),
+        deltas_topic_name(settings),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        internal=False,
+    )
+    dead_letters = DeadLetters(app, settings, INVENTORY_EVENTS, metrics)
+    actor = PositionActor(app, settings, table, metrics, dead_letters)
+    batch_sizes = metrics.batch_size.labels(topic="positions")
+
+    async def consume(stream: Any) -> None:
+        async for batch in stream.take_events(tunables.batch_max, tunables.batch_window_s):
+            await actor.process(batch)
+            batch_sizes.observe(len(batch))
+
+    return app.agent(source, name="supplyflow.positions", concurrency=1)(consume)

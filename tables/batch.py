@@ -1,0 +1,58 @@
+"""Applying a batch of one partition's events to entity states: pure, no Kafka.
+
+The agent loads each key's state once, calls :func:`apply_entity_batch`, sends the
+position deltas, waits until Kafka has them, and only then writes each changed state
+once. That order makes redelivery exact: if the worker dies before the state write, the
+replayed events produce the same deltas again (same offsets), which positions skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from supplyflow.tables.common import Applied, Rejection
+from supplyflow.tables.position import DeltaItem
+
+__all__ = ["EntityBatch", "apply_entity_batch"]
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+
+@dataclass
+class EntityBatch(Generic[S]):
+    """The result of one batch: states to write, deltas to send, what happened to each."""
+
+    #: key -> new state, for every key whose state changed
+    states: dict[str, S] = field(default_factory=dict)
+    #: position key -> delta items in offset order
+    deltas: dict[str, list[DeltaItem]] = field(default_factory=dict)
+    #: per input event, in order: applied / duplicate / stale, or the rejection
+    results: list[str | Rejection] = field(default_factory=list)
+
+
+def apply_entity_batch(
+    events: Sequence[tuple[str, E, int]],
+    load: Callable[[str], S | None],
+    apply: Callable[[S | None, E, int], tuple[S | None, Applied | Rejection]],
+) -> EntityBatch[S]:
+    """Apply ``(key, event, offset)`` triples, in order, to the states ``load`` returns."""
+    batch: EntityBatch[S] = EntityBatch()
+    cache: dict[str, S | None] = {}
+    for key, event, offset in events:
+        state = cache[key] if key in cache else load(key)
+        new_state, result = apply(state, event, offset)
+        cache[key] = new_state
+        if isinstance(result, Rejection):
+            batch.results.append(result)
+            continue
+        batch.results.append(result.outcome)
+        if result.outcome == "duplicate":
+            continue
+        if new_state is not None:
+            batch.states[key] = new_state
+        for pk, delta in result.deltas.items():
+            batch.deltas.setdefault(pk, []).append([offset, *delta])
+    return batch

@@ -1,0 +1,93 @@
+"""Shared pieces of the entity state models: contribution vectors, outcomes, rejections.
+
+An entity (PO or order) *contributes* to the positions of the SKU@locations it touches:
+a vector of the position fields it adds. After each event the entity's new contributions
+are compared with the old ones; the differences are the position deltas it emits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+__all__ = [
+    "ALLOCATED",
+    "FIELDS",
+    "INBOUND",
+    "IN_TRANSIT",
+    "ON_HAND",
+    "RESERVED",
+    "Applied",
+    "Contributions",
+    "Rejection",
+    "Vec",
+    "add_into",
+    "diff",
+    "position_key",
+    "remember_event",
+]
+
+#: Indexes of a contribution vector (integer thousandths of a unit).
+ON_HAND: Final = 0
+ALLOCATED: Final = 1
+INBOUND: Final = 2
+IN_TRANSIT: Final = 3
+RESERVED: Final = 4
+FIELDS: Final = ("on_hand", "allocated", "inbound", "in_transit", "reserved")
+WIDTH: Final = len(FIELDS)
+
+Vec = list[int]
+#: position key ``SKU@LOCATION`` -> contribution vector
+Contributions = dict[str, Vec]
+Outcome = Literal["applied", "duplicate", "stale"]
+
+
+def position_key(sku: str, location: str) -> str:
+    """The key of a position: ``SKU@LOCATION`` (neither part may contain ``@``)."""
+    return f"{sku}@{location}"
+
+
+def add_into(contributions: Contributions, key: str, index: int, amount: int) -> None:
+    """Add ``amount`` to one field of ``key``'s vector, creating it when needed."""
+    if amount:
+        vec = contributions.get(key)
+        if vec is None:
+            vec = contributions[key] = [0] * WIDTH
+        vec[index] += amount
+
+
+def diff(old: Contributions, new: Contributions) -> dict[str, Vec]:
+    """Per position key, ``new - old`` where it is not all zeros."""
+    deltas: dict[str, Vec] = {}
+    zero = [0] * WIDTH
+    for key in old.keys() | new.keys():
+        before = old.get(key, zero)
+        after = new.get(key, zero)
+        delta = [a - b for a, b in zip(after, before, strict=True)]
+        if any(delta):
+            deltas[key] = delta
+    return deltas
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A valid record the entity cannot apply: it goes to the dead-letter topic."""
+
+    reason: Literal["unknown_entity", "line_mismatch"]
+    detail: str
+
+
+@dataclass(slots=True)
+class Applied:
+    """What applying one event did: its outcome and the position deltas it caused."""
+
+    outcome: Outcome
+    deltas: dict[str, Vec] = field(default_factory=dict)
+
+
+def remember_event(event_ids: list[str], event_id: str) -> bool:
+    """Record ``event_id``; False if it was already there (a repeated event)."""
+    if event_id in event_ids:
+        return False
+    event_ids.append(event_id)
+    return True

@@ -1,0 +1,132 @@
+"""Inventory position state per SKU@location, and applying deltas and adjustments to it.
+
+A position sums the contributions of POs and orders (received as deltas) and the
+inventory adjustments. Both are applied at most once:
+
+- deltas carry ``(source, offset)``: the input partition and offset of the event that
+  caused them; a position remembers the highest offset applied per source and skips
+  anything at or below it (replays after a crash or rebalance);
+- adjustments are skipped when their offset is at or below the inventory watermark
+  (replays) or their ``event_id`` is among the last :data:`RECENT_EVENT_IDS` seen for
+  this position (a producer sending the same event twice).
+
+``available = on_hand - allocated``; ``projected = on_hand + inbound - reserved``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from supplyflow.codecs.events import InventoryAdjusted, InventoryEvent
+from supplyflow.codecs.quantity import qty_to_json
+from supplyflow.tables.common import ALLOCATED, IN_TRANSIT, INBOUND, ON_HAND, RESERVED, WIDTH, Vec
+
+__all__ = [
+    "INVENTORY_SOURCE",
+    "RECENT_EVENT_IDS",
+    "DeltaItem",
+    "PositionState",
+    "apply_deltas",
+    "apply_inventory_event",
+    "position_record",
+    "record_time",
+]
+
+#: How many recent adjustment event ids a position remembers to drop repeats.
+RECENT_EVENT_IDS: Final = 1000
+#: Watermark name of the position's own input topic (inventory.events).
+INVENTORY_SOURCE: Final = "inventory"
+
+#: ``[offset, d_on_hand, d_allocated, d_inbound, d_in_transit, d_reserved]``
+DeltaItem = list[int]
+
+
+@dataclass(slots=True)
+class PositionState:
+    sku: str
+    location: str
+    totals: Vec = field(default_factory=lambda: [0] * WIDTH)
+    #: source ("po:3", "order:0", "inventory") -> highest offset applied
+    watermarks: dict[str, int] = field(default_factory=dict)
+    recent_ids: list[str] = field(default_factory=list)
+    updated_at: str = ""
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.sku,
+            self.location,
+            self.totals,
+            self.watermarks,
+            self.recent_ids,
+            self.updated_at,
+        ]
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> PositionState:
+        return cls(w[0], w[1], w[2], w[3], w[4], w[5])
+
+    @classmethod
+    def new(cls, key: str) -> PositionState:
+        sku, _, location = key.rpartition("@")
+        return cls(sku, location)
+
+
+def apply_deltas(state: PositionState, source: str, items: list[DeltaItem]) -> bool:
+    """Apply the delta items from ``source`` not applied yet; True if anything changed."""
+    mark = state.watermarks.get(source, -1)
+    changed = False
+    for item in items:
+        offset = item[0]
+        if offset <= mark:
+            continue
+        mark = offset
+        totals = state.totals
+        for i in range(WIDTH):
+            totals[i] += item[i + 1]
+        changed = True
+    state.watermarks[source] = mark
+    return changed
+
+
+def apply_inventory_event(state: PositionState, event: InventoryEvent, offset: int) -> str:
+    """Apply an adjustment or snapshot; returns the outcome (applied/duplicate)."""
+    mark = state.watermarks.get(INVENTORY_SOURCE, -1)
+    if offset <= mark or event.event_id in state.recent_ids:
+        return "duplicate"
+    state.watermarks[INVENTORY_SOURCE] = offset
+    state.recent_ids.append(event.event_id)
+    if len(state.recent_ids) > RECENT_EVENT_IDS:
+        del state.recent_ids[: len(state.recent_ids) - RECENT_EVENT_IDS]
+    if isinstance(event, InventoryAdjusted):
+        state.totals[ON_HAND] += event.data.delta
+    return "applied"
+
+
+def position_record(state: PositionState, updated_at: str) -> dict[str, Any]:
+    """The ``inventory.positions`` record (and HTTP answer) for this position."""
+    on_hand, allocated, inbound, in_transit, reserved = (
+        state.totals[ON_HAND],
+        state.totals[ALLOCATED],
+        state.totals[INBOUND],
+        state.totals[IN_TRANSIT],
+        state.totals[RESERVED],
+    )
+    return {
+        "sku": state.sku,
+        "location": state.location,
+        "on_hand": qty_to_json(on_hand),
+        "allocated": qty_to_json(allocated),
+        "available": qty_to_json(on_hand - allocated),
+        "inbound": qty_to_json(inbound),
+        "in_transit": qty_to_json(in_transit),
+        "reserved": qty_to_json(reserved),
+        "projected": qty_to_json(on_hand + inbound - reserved),
+        "updated_at": updated_at,
+    }
+
+
+def record_time(now: datetime) -> str:
+    """RFC 3339 UTC with a ``Z``, as every supplyflow output writes times."""
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
