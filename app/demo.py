@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+import orjson
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from supplyflow.app import local_kafka
@@ -23,7 +25,15 @@ from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.produce import produce_records
 from supplyflow.app.sample import OK, SampleRecord, sample_scenario
 from supplyflow.app.settings import Settings
-from supplyflow.app.topics import DLQ, delete_topics, ensure_topics, read_topic
+from supplyflow.app.topics import (
+    DLQ,
+    INVENTORY_EVENTS,
+    PO_EVENTS,
+    POSITIONS,
+    delete_topics,
+    ensure_topics,
+    read_topic,
+)
 from supplyflow.codecs import parse_dead_letter
 
 __all__ = ["run_demo"]
@@ -41,6 +51,83 @@ def _say(text: str = "") -> None:
 
 def _processed(worker: WorkerProcess) -> float:
     return sum(v for (name, _), v in worker.metrics().items() if name == _EVENTS_METRIC)
+
+
+_LIVE_PAUSE_S: Final = 0.15
+_QUIET_S: Final = 1.5
+_SHOWN_FIELDS: Final = (
+    "on_hand",
+    "allocated",
+    "available",
+    "inbound",
+    "in_transit",
+    "reserved",
+    "projected",
+)
+
+
+async def _tail_positions(settings: Settings, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(
+        settings.topic(POSITIONS),
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            for messages in batch.values():
+                for message in messages:
+                    p = orjson.loads(message.value)
+                    values = "  ".join(f"{f} {p[f]:>6}" for f in _SHOWN_FIELDS)
+                    _say(f"  {p['sku']}@{p['location']:<5} {values}")
+    finally:
+        await consumer.stop()
+
+
+async def _produce_live(settings: Settings, records: list[SampleRecord]) -> None:
+    """Produce the records one by one while printing every position the worker emits."""
+    stop = asyncio.Event()
+    tail = asyncio.create_task(_tail_positions(settings, stop))
+    try:
+        await produce_records(settings, records, pause_s=_LIVE_PAUSE_S)
+        await asyncio.sleep(_QUIET_S)
+    finally:
+        stop.set()
+        await tail
+
+
+def _final_state(worker: WorkerProcess, records: list[SampleRecord]) -> None:
+    keys = sorted(
+        {
+            r.key.decode()
+            for r in records
+            if r.expect == OK and r.topic == INVENTORY_EVENTS and r.key
+        }
+    )
+    _say("\nPositions now (GET /positions/{sku}/{location}):")
+    for key in keys + ["SKU-B@DC1", "SKU-C@DC1"]:
+        sku, location = key.split("@")
+        status, body = worker.get(f"/positions/{sku}/{location}")
+        if status == 200:
+            p = orjson.loads(body)
+            _say(f"  {key:<10} " + "  ".join(f"{f} {p[f]}" for f in _SHOWN_FIELDS))
+    po_ids = sorted(
+        {r.key.decode() for r in records if r.topic == PO_EVENTS and r.expect == OK and r.key}
+    )
+    for po_id in po_ids[:1]:
+        status, body = worker.get(f"/pos/{po_id}")
+        if status == 200:
+            po = orjson.loads(body)
+            _say(f"\nGET /pos/{po_id}: revision {po['revision']}, acks {po['acks']}")
+            for line in po["lines"]:
+                _say(
+                    f"  line {line['line_no']} {line['sku']}: ordered {line['ordered']}, "
+                    f"received {line['received']}, open {line['open']}, "
+                    f"in transit {line['in_transit']}"
+                )
 
 
 def _report(worker: WorkerProcess, settings: Settings, records: list[SampleRecord]) -> bool:
@@ -70,6 +157,7 @@ def _report(worker: WorkerProcess, settings: Settings, records: list[SampleRecor
             f"  {body['reason']:<24} {source['topic']}[{source['partition']}]"
             f"@{source['offset']}: {body['detail'][:90]}"
         )
+    _final_state(worker, records)
     ok = len(letters) == len(bad) and sum(applied.values()) == len(records) - len(bad)
     _say("\nDemo complete." if ok else "\nDemo finished, but counts differ: see the log.")
     return ok
@@ -110,8 +198,11 @@ def run_demo(base: Settings) -> int:
 
         records = sample_scenario(run_id, max_record_bytes=settings.max_record_bytes)
         bad = [r for r in records if r.expect != OK]
-        _say(f"\nProducing {len(records)} sample records ({len(bad)} deliberately invalid)...")
-        asyncio.run(produce_records(settings, records))
+        _say(
+            f"\nProducing {len(records)} sample records ({len(bad)} deliberately invalid); "
+            f"live positions from {settings.topic(POSITIONS)}:"
+        )
+        asyncio.run(_produce_live(settings, records))
 
         ok = _report(worker, settings, records)
         return 0 if ok else 1

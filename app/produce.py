@@ -21,8 +21,13 @@ _BATCH_BYTES: Final = 256 * 1024
 _LINGER_MS: Final = 5
 
 
-async def produce_records(settings: Settings, records: Iterable[SampleRecord]) -> int:
-    """Send ``records`` (topic names without prefix) in order; return how many were sent."""
+async def produce_records(
+    settings: Settings, records: Iterable[SampleRecord], *, pause_s: float = 0.0
+) -> int:
+    """Send ``records`` (topic names without prefix) in order; return how many were sent.
+
+    With ``pause_s``, each record is delivered before the pause and the next one.
+    """
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap,
         max_request_size=max_input_message_bytes(settings),
@@ -51,6 +56,9 @@ async def produce_records(settings: Settings, records: Iterable[SampleRecord]) -
                 )
             )
             sent += 1
+            if pause_s:
+                await futures[-1]
+                await asyncio.sleep(pause_s)
         for future in futures:
             await future
     except KafkaError as exc:
