@@ -100,15 +100,11 @@ async def _produce_live(settings: Settings, records: list[SampleRecord]) -> None
 
 
 def _final_state(worker: WorkerProcess, records: list[SampleRecord]) -> None:
-    keys = sorted(
-        {
-            r.key.decode()
-            for r in records
-            if r.expect == OK and r.topic == INVENTORY_EVENTS and r.key
-        }
-    )
+    keys = {
+        r.key.decode() for r in records if r.expect == OK and r.topic == INVENTORY_EVENTS and r.key
+    }
     _say("\nPositions now (GET /positions/{sku}/{location}):")
-    for key in keys + ["SKU-B@DC1", "SKU-C@DC1"]:
+    for key in sorted(keys | {"SKU-A@DC1", "SKU-B@DC1", "SKU-C@DC1"}):
         sku, location = key.split("@")
         status, body = worker.get(f"/positions/{sku}/{location}")
         if status == 200:
