@@ -2,7 +2,8 @@
 
 Each batch is applied per partition, in the scope of that partition (Faust's stores and
 changelogs follow the current event's partition). The deltas are sent to the internal
-``<app_id>-position-deltas`` topic and acknowledged by Kafka *before* the states are
+``<app_id>-position-deltas`` topic (one record per target partition per batch, holding
+every position key of that partition) and acknowledged by Kafka *before* the states are
 written, so a crash in between replays into the same deltas, which positions skip.
 """
 
@@ -16,6 +17,7 @@ import msgpack
 
 from supplyflow.agents.ingest import Accepted, by_partition
 from supplyflow.app.faust_patches import partition_scope
+from supplyflow.app.keys import partition_for
 from supplyflow.codecs import DecodeError
 from supplyflow.tables.batch import apply_entity_batch
 from supplyflow.tables.common import Applied, Rejection
@@ -37,12 +39,14 @@ class EntityActor:
         deltas_topic: Any,
         apply: Callable[[Any, Any, int], tuple[Any, Applied | Rejection]],
         from_wire: Callable[[list[Any]], Any],
+        partitions: int,
     ) -> None:
         self.kind = kind
         self.table = table
         self.deltas_topic = deltas_topic
         self.apply = apply
         self.from_wire = from_wire
+        self.partitions = partitions
 
     def load(self, key: str) -> Any:
         wire = self.table.get(key)
@@ -58,11 +62,16 @@ class EntityActor:
                     self.apply,
                 )
                 source = f"{self.kind}:{partition}"
+                # One record per target partition, holding every position key of it.
+                by_target: dict[int, list[list[Any]]] = {}
+                for pk, delta_items in batch.deltas.items():
+                    target = partition_for(pk, self.partitions)
+                    by_target.setdefault(target, []).append([pk, delta_items])
                 futures = [
                     await self.deltas_topic.send(
-                        key=pk.encode(), value=msgpack.packb([source, delta_items])
+                        key=None, value=msgpack.packb([source, entries]), partition=target
                     )
-                    for pk, delta_items in batch.deltas.items()
+                    for target, entries in by_target.items()
                 ]
                 if futures:
                     await asyncio.gather(*futures)

@@ -93,11 +93,11 @@ class PositionActor:
                     if state.totals != before:
                         changed.add(key)
             else:
-                key = msg.key.decode()
-                source, items = msgpack.unpackb(msg.value)
-                if apply_deltas(self._load(cache, key), source, items):
-                    changed.add(key)
-                    dirty.add(key)
+                source, entries = msgpack.unpackb(msg.value)
+                for key, items in entries:
+                    if apply_deltas(self._load(cache, key), source, items):
+                        changed.add(key)
+                        dirty.add(key)
         now = record_time(datetime.now(UTC))
         futures = await self.dead_letters.send(rejected)
         for key in changed:

@@ -15,15 +15,15 @@ from typing import Any, Final
 
 import aiohttp
 import orjson
-from aiokafka.partitioner import murmur2
 
 from supplyflow.agents.state import StateTables
+from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import CONTENT_TYPE, Metrics
 from supplyflow.tables.order import OrderState, order_view
 from supplyflow.tables.po import PoState, po_view
 from supplyflow.tables.position import PositionState, position_record
 
-__all__ = ["health_state", "partition_for", "register_views"]
+__all__ = ["health_state", "register_views"]
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,6 @@ def health_state(app: Any) -> str:
     if not recovery.completed.is_set():
         return "starting"
     return "running"
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key`` (murmur2, as Java does)."""
-    hashed: int = murmur2(key.encode())
-    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def _json(web: Any, body: Any, status: int = 200) -> Any:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, NoReturn
 
-import faust
 from prometheus_client import CollectorRegistry
 
 from supplyflow import __version__
@@ -22,7 +21,7 @@ from supplyflow.agents.ingest import DEFAULT_TUNABLES, register_input_agent
 from supplyflow.agents.positions import register_position_agent
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app.exceptions import AppError
-from supplyflow.app.faust_patches import SupplyflowApp
+from supplyflow.app.faust_patches import SupplyflowApp, new_worker
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
@@ -116,6 +115,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         deltas_topic=deltas,
         apply=apply_po_event,
         from_wire=PoState.from_wire,
+        partitions=settings.partitions,
     )
     order_actor = EntityActor(
         kind="order",
@@ -123,6 +123,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         deltas_topic=deltas,
         apply=apply_order_event,
         from_wire=OrderState.from_wire,
+        partitions=settings.partitions,
     )
     register_input_agent(app, settings, topic=PO_EVENTS, handler=po_actor, metrics=metrics)
     register_input_agent(app, settings, topic=ORDER_EVENTS, handler=order_actor, metrics=metrics)
@@ -145,12 +146,5 @@ def run_worker(settings: Settings) -> NoReturn:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     worker = build_app(settings)
-    runner = faust.Worker(
-        worker.app,
-        loop=loop,
-        loglevel=settings.log_level.lower(),
-        quiet=True,
-        # Faust's worker would otherwise turn every print() of a library into a log line.
-        redirect_stdouts=False,
-    )
+    runner = new_worker(worker.app, loop=loop, loglevel=settings.log_level.lower())
     runner.execute_from_commandline()

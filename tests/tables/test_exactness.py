@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supplyflow.app.web import partition_for
+from supplyflow.app.keys import partition_for
 from supplyflow.app.workload import Scenario, generate
 from supplyflow.codecs import decode_input
 from supplyflow.codecs.events import EVENT_TYPE_TOPIC, InventoryAdjusted, InventorySnapshot
