@@ -108,6 +108,11 @@ def by_partition(items: Sequence[Accepted]) -> dict[int, list[Accepted]]:
     return groups
 
 
+def owned_partitions(app: Any, topic: str) -> frozenset[int]:
+    """The partitions of ``topic`` assigned to this worker right now."""
+    return frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
+
+
 def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
     """The dead-letter entry for an event the domain rejected."""
     msg = item.source.message
@@ -164,6 +169,10 @@ class DeadLetters:
         return futures
 
 
+#: Called with (partition, the tick event, partitions this worker owns) for each tick.
+TickHandler = Callable[[int, Any, frozenset[int]], Awaitable[None]]
+
+
 def register_input_agent(
     app: Any,
     settings: Settings,
@@ -171,22 +180,31 @@ def register_input_agent(
     topic: str,
     handler: EntityHandler,
     metrics: Metrics,
+    ticks: tuple[str, TickHandler] | None = None,
     tunables: IngestTunables = DEFAULT_TUNABLES,
 ) -> Any:
-    """Create the agent consuming input topic ``topic`` (contract name, without prefix)."""
+    """Create the agent consuming input topic ``topic`` (contract name, without prefix).
+
+    With ``ticks`` (topic name, handler), the agent also consumes the ticks topic and
+    calls the handler for each partition ticked, after the batch's input events.
+    """
+    names = [settings.topic(topic)] + ([ticks[0]] if ticks else [])
     source = app.topic(
-        settings.topic(topic),
+        *names,
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
         internal=False,
     )
+    input_name = names[0]
     dead_letters = DeadLetters(app, settings, topic, metrics)
     max_bytes = settings.max_record_bytes
     batch_sizes = metrics.batch_size.labels(topic=topic)
 
     async def consume(stream: Any) -> None:
-        async for batch in stream.take_events(tunables.batch_max, tunables.batch_window_s):
+        async for events in stream.take_events(tunables.batch_max, tunables.batch_window_s):
+            batch = [e for e in events if e.message.topic == input_name]
+            ticked = {e.message.partition: e for e in events if e.message.topic != input_name}
             accepted, rejected = decode_batch(topic, batch, max_bytes=max_bytes)
             if accepted:
                 results = await handler(accepted)
@@ -200,6 +218,12 @@ def register_input_agent(
             futures = await dead_letters.send(rejected)
             if futures:
                 await asyncio.gather(*futures)
-            batch_sizes.observe(len(batch))
+            if ticks and ticked:
+                owned = owned_partitions(app, input_name)
+                for partition, tick in ticked.items():
+                    if partition in owned:
+                        await ticks[1](partition, tick, owned)
+            if batch:
+                batch_sizes.observe(len(batch))
 
     return app.agent(source, name=f"supplyflow.input.{topic}", concurrency=1)(consume)

@@ -17,16 +17,19 @@ from typing import Any
 import msgpack
 import orjson
 
+from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import DeadLetters, IngestTunables, decode_batch
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import INVENTORY_EVENTS, POSITIONS, deltas_topic_name
 from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
+from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import (
     PositionState,
     apply_deltas,
     apply_inventory_event,
+    check_overallocation,
     position_record,
     record_time,
 )
@@ -38,8 +41,16 @@ class PositionActor:
     """Applies one batch (mixed partitions, both topics) to the position table."""
 
     def __init__(
-        self, app: Any, settings: Settings, table: Any, metrics: Metrics, dead_letters: DeadLetters
+        self,
+        app: Any,
+        settings: Settings,
+        *,
+        table: Any,
+        metrics: Metrics,
+        dead_letters: DeadLetters,
+        emitter: ExceptionEmitter,
     ) -> None:
+        self.emitter = emitter
         self.inventory_topic = settings.topic(INVENTORY_EVENTS)
         self.positions = app.topic(
             settings.topic(POSITIONS), key_serializer="raw", value_serializer="raw"
@@ -61,11 +72,13 @@ class PositionActor:
         groups: dict[int, list[Any]] = {}
         for event in batch:
             groups.setdefault(event.message.partition, []).append(event)
-        for events in groups.values():
+        for partition, events in groups.items():
             with partition_scope(events[-1]):
-                await self._process_partition(events)
+                await self._process_partition(partition, events)
 
-    async def _process_partition(self, events: list[Any]) -> None:
+    async def _process_partition(self, partition: int, events: list[Any]) -> None:
+        now = record_time(datetime.now(UTC))
+        transitions: list[Transition] = []
         cache: dict[str, PositionState] = {}
         changed: set[str] = set()  # totals changed: emit the position
         dirty: set[str] = set()  # state changed (watermarks, ids): write it
@@ -84,7 +97,10 @@ class PositionActor:
                 key = event.data.entity_key
                 state = self._load(cache, key)
                 before = list(state.totals)
-                outcome = apply_inventory_event(state, event, item.offset)
+                outcome, opened = apply_inventory_event(state, event, item.offset, now=now)
+                if opened:
+                    transitions.extend(opened)
+                    dirty.add(key)
                 self.metrics.events.labels(
                     topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
                 ).inc()
@@ -98,8 +114,13 @@ class PositionActor:
                     if apply_deltas(self._load(cache, key), source, items):
                         changed.add(key)
                         dirty.add(key)
-        now = record_time(datetime.now(UTC))
+        for key in changed:
+            found = check_overallocation(cache[key], now)
+            if found:
+                transitions.extend(found)
+                dirty.add(key)
         futures = await self.dead_letters.send(rejected)
+        futures += await self.emitter.send(partition, transitions)
         for key in changed:
             cache[key].updated_at = now
             record = position_record(cache[key], now)
@@ -116,6 +137,7 @@ def register_position_agent(
     *,
     table: Any,
     metrics: Metrics,
+    emitter: ExceptionEmitter,
     tunables: IngestTunables,
 ) -> Any:
     """Create the agent consuming inventory.events and the position deltas."""
@@ -128,7 +150,14 @@ def register_position_agent(
         internal=False,
     )
     dead_letters = DeadLetters(app, settings, INVENTORY_EVENTS, metrics)
-    actor = PositionActor(app, settings, table, metrics, dead_letters)
+    actor = PositionActor(
+        app,
+        settings,
+        table=table,
+        metrics=metrics,
+        dead_letters=dead_letters,
+        emitter=emitter,
+    )
     batch_sizes = metrics.batch_size.labels(topic="positions")
 
     async def consume(stream: Any) -> None:

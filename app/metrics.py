@@ -50,6 +50,18 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
+        self.exceptions_opened = Counter(
+            "supplyflow_exceptions_opened",
+            "Exceptions opened, by rule",
+            ["rule"],
+            registry=registry,
+        )
+        self.exceptions_resolved = Counter(
+            "supplyflow_exceptions_resolved",
+            "Exceptions resolved, by rule",
+            ["rule"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             "supplyflow_build_info",
             "Always 1; labels carry the version and app id",

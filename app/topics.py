@@ -32,6 +32,7 @@ __all__ = [
     "deltas_topic_name",
     "ensure_topics",
     "read_topic",
+    "ticks_topic_name",
     "topic_specs",
 ]
 
@@ -77,12 +78,27 @@ def deltas_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-position-deltas"
 
 
+def ticks_topic_name(settings: Settings) -> str:
+    """The internal topic of deadline ticks (one per owned partition every tick interval)."""
+    return f"{settings.app_id}-ticks"
+
+
+#: Ticks are worthless after a moment; keep an hour for debugging.
+_TICKS_RETENTION_MS: Final = 3_600_000
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic of the contract, named with the configured prefix, and the internal one."""
     n = settings.partitions
     inputs = {"max.message.bytes": str(max_input_message_bytes(settings))}
     return [
         TopicSpec(deltas_topic_name(settings), n, {}, internal=True),
+        TopicSpec(
+            ticks_topic_name(settings),
+            n,
+            {"retention.ms": str(_TICKS_RETENTION_MS)},
+            internal=True,
+        ),
         *(TopicSpec(settings.topic(name), n, dict(inputs)) for name in INPUT_TOPICS),
         TopicSpec(settings.topic(POSITIONS), n, {"cleanup.policy": "compact"}),
         TopicSpec(settings.topic(EXCEPTIONS), n, {}),

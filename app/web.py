@@ -19,6 +19,7 @@ import orjson
 from supplyflow.agents.state import StateTables
 from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import CONTENT_TYPE, Metrics
+from supplyflow.tables.exceptions import ExceptionBook
 from supplyflow.tables.order import OrderState, order_view
 from supplyflow.tables.po import PoState, po_view
 from supplyflow.tables.position import PositionState, position_record
@@ -96,6 +97,67 @@ class KeyRouter:
             return _json(web, {"error": f"owner {owner} did not answer; retry"}, _UNAVAILABLE)
 
 
+def _book(entity_type: str, wire: list[Any]) -> ExceptionBook:
+    if entity_type == "po":
+        po = PoState.from_wire(wire)
+        return ExceptionBook("po", po.po_id, po.exceptions)
+    if entity_type == "order":
+        order = OrderState.from_wire(wire)
+        return ExceptionBook("order", order.order_id, order.exceptions)
+    position = PositionState.from_wire(wire)
+    return ExceptionBook("position", position.key, position.exceptions)
+
+
+_EXCEPTION_FILTERS: Final = ("rule", "entity_type", "entity_id")
+
+
+def local_exceptions(tables: StateTables, query: dict[str, str]) -> list[dict[str, Any]]:
+    """Exceptions in this worker's state matching ``query`` (status, rule, entity...)."""
+    status = query.get("status", "open")
+    wanted = {k: query[k] for k in _EXCEPTION_FILTERS if query.get(k)}
+    found: list[dict[str, Any]] = []
+    for entity_type, table in (
+        ("po", tables.po),
+        ("order", tables.order),
+        ("position", tables.position),
+    ):
+        if wanted.get("entity_type", entity_type) != entity_type:
+            continue
+        if "entity_id" in wanted:
+            wire = table.get(wanted["entity_id"])
+            wires = [] if wire is None else [wire]
+        else:
+            wires = [w for _, w in table.items()]
+        for wire in wires:
+            book = _book(entity_type, wire)
+            for record in book.latest(open_only=status == "open"):
+                if status == "resolved" and record["status"] != "resolved":
+                    continue
+                if all(record[k] == v for k, v in wanted.items()):
+                    found.append(record)
+    return found
+
+
+async def _gather_exceptions(app: Any, request: Any, local: list[dict[str, Any]]) -> Any:
+    """Ask every other worker for its part (one hop) and merge, newest first."""
+    me = str(app.conf.canonical_url).rstrip("/")
+    peers = {str(url).rstrip("/") for url in app.assignor.tables_metadata()} - {me}
+    merged = list(local)
+    missing = []
+    async with aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT) as session:
+        for peer in sorted(peers):
+            try:
+                async with session.get(
+                    peer + request.path_qs, headers={_FORWARDED: me}
+                ) as response:
+                    body = orjson.loads(await response.read())
+                    merged.extend(body["exceptions"])
+            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, KeyError):
+                missing.append(peer)
+    merged.sort(key=lambda r: (r["raised_at"], r["exception_id"]), reverse=True)
+    return merged, missing
+
+
 def register_views(app: Any, metrics: Metrics, tables: StateTables) -> None:
     """Register the worker's HTTP routes on ``app``'s web server."""
     router = KeyRouter(app)
@@ -120,6 +182,22 @@ def register_views(app: Any, metrics: Metrics, tables: StateTables) -> None:
         return await router.answer(
             web, request, table=tables.position, key=key, render=render, what="position"
         )
+
+    @app.page("/exceptions")  # type: ignore[untyped-decorator]  # faust ships no types
+    async def exceptions(web: Any, request: Any) -> Any:
+        query = dict(request.query)
+        if query.get("status", "open") not in ("open", "resolved", "all"):
+            return _json(web, {"error": "status must be open, resolved or all"}, 400)
+        if health_state(app) != "running":
+            return _json(web, {"error": "worker is not ready; retry shortly"}, _UNAVAILABLE)
+        local = local_exceptions(tables, query)
+        if request.headers.get(_FORWARDED):
+            return _json(web, {"exceptions": local})
+        merged, missing = await _gather_exceptions(app, request, local)
+        body: dict[str, Any] = {"count": len(merged), "exceptions": merged}
+        if missing:
+            body["incomplete"] = missing
+        return _json(web, body)
 
     @app.page("/pos/{po_id}")  # type: ignore[untyped-decorator]  # faust ships no types
     async def purchase_order(web: Any, request: Any, po_id: str) -> Any:

@@ -16,8 +16,9 @@ from typing import Any, Final, NoReturn
 from prometheus_client import CollectorRegistry
 
 from supplyflow import __version__
-from supplyflow.agents.entities import EntityActor
-from supplyflow.agents.ingest import DEFAULT_TUNABLES, register_input_agent
+from supplyflow.agents.entities import EntityActor, EntityKind
+from supplyflow.agents.exceptions_out import ExceptionEmitter
+from supplyflow.agents.ingest import DEFAULT_TUNABLES, owned_partitions, register_input_agent
 from supplyflow.agents.positions import register_position_agent
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app.exceptions import AppError
@@ -31,16 +32,25 @@ from supplyflow.app.topics import (
     ensure_topics,
     max_dlq_message_bytes,
     max_input_message_bytes,
+    ticks_topic_name,
 )
 from supplyflow.app.web import register_views
 from supplyflow.codecs import MSGPACK_CODEC, register_codecs
-from supplyflow.tables.order import OrderState, apply_order_event
-from supplyflow.tables.po import PoState, apply_po_event
+from supplyflow.tables.exceptions import Rules
+from supplyflow.tables.order import OrderState, apply_order_event, fire_order_deadlines
+from supplyflow.tables.po import PoState, apply_po_event, fire_po_deadlines
+
+PO_KIND: Final = EntityKind("po", apply_po_event, fire_po_deadlines, PoState.from_wire)
+ORDER_KIND: Final = EntityKind(
+    "order", apply_order_event, fire_order_deadlines, OrderState.from_wire
+)
 
 __all__ = ["Worker", "build_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
+#: Deadlines fire within about this much of due (plus SUPPLYFLOW_DEADLINE_GRACE).
+TICK_INTERVAL_S: Final = 0.5
 #: Standby replicas double the changelog traffic each worker reads; recovery from the
 #: changelog is fast enough that supplyflow runs without them.
 _STANDBY_REPLICAS: Final = 0
@@ -109,29 +119,67 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         partitions=settings.partitions,
         internal=False,
     )
-    po_actor = EntityActor(
-        kind="po",
-        table=tables.po,
-        deltas_topic=deltas,
-        apply=apply_po_event,
-        from_wire=PoState.from_wire,
-        partitions=settings.partitions,
-    )
-    order_actor = EntityActor(
-        kind="order",
-        table=tables.order,
-        deltas_topic=deltas,
-        apply=apply_order_event,
-        from_wire=OrderState.from_wire,
-        partitions=settings.partitions,
-    )
-    register_input_agent(app, settings, topic=PO_EVENTS, handler=po_actor, metrics=metrics)
-    register_input_agent(app, settings, topic=ORDER_EVENTS, handler=order_actor, metrics=metrics)
+    emitter = ExceptionEmitter(app, settings, metrics)
+    rules = rules_from(settings)
+    actors = {
+        name: EntityActor(
+            kind=kind,
+            table=table,
+            deltas_topic=deltas,
+            emitter=emitter,
+            rules=rules,
+            partitions=settings.partitions,
+        )
+        for name, kind, table in (
+            (PO_EVENTS, PO_KIND, tables.po),
+            (ORDER_EVENTS, ORDER_KIND, tables.order),
+        )
+    }
+    ticks = ticks_topic_name(settings)
+    for topic, actor in actors.items():
+        register_input_agent(
+            app, settings, topic=topic, handler=actor, metrics=metrics, ticks=(ticks, actor.tick)
+        )
     register_position_agent(
-        app, settings, table=tables.position, metrics=metrics, tunables=DEFAULT_TUNABLES
+        app,
+        settings,
+        table=tables.position,
+        metrics=metrics,
+        emitter=emitter,
+        tunables=DEFAULT_TUNABLES,
     )
+    register_ticker(app, ticks)
+
+    async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """A revoked partition's exception tail must be read again if it comes back."""
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        emitter.forget(sorted({tp.partition for tp in revoked}))
+
+    app.on_partitions_revoked.connect(forget_revoked)
+
     register_views(app, metrics, tables)
     return Worker(app=app, metrics=metrics, settings=settings, tables=tables)
+
+
+def rules_from(settings: Settings) -> Rules:
+    """The exception rules' parameters from the settings."""
+    return Rules.from_settings(
+        po_ack=settings.sla_po_ack,
+        order_ack=settings.sla_order_ack,
+        invoice=settings.sla_invoice,
+        tolerance_pct=settings.receipt_tolerance_pct,
+        grace=settings.deadline_grace,
+    )
+
+
+def register_ticker(app: Any, ticks: str) -> None:
+    """Every :data:`TICK_INTERVAL_S`, send a tick to each ticks partition owned here."""
+    topic = app.topic(ticks, key_serializer="raw", value_serializer="raw")
+
+    @app.timer(TICK_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust ships no types
+    async def tick() -> None:
+        for partition in sorted(owned_partitions(app, ticks)):
+            await topic.send(key=None, value=b"", partition=partition)
 
 
 def run_worker(settings: Settings) -> NoReturn:

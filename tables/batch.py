@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from supplyflow.tables.common import Applied, Rejection
+from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import DeltaItem
 
 __all__ = ["EntityBatch", "apply_entity_batch"]
@@ -31,6 +32,8 @@ class EntityBatch(Generic[S]):
     deltas: dict[str, list[DeltaItem]] = field(default_factory=dict)
     #: per input event, in order: applied / duplicate / stale, or the rejection
     results: list[str | Rejection] = field(default_factory=list)
+    #: exception transitions, in the order they happened
+    transitions: list[Transition] = field(default_factory=list)
 
 
 def apply_entity_batch(
@@ -55,4 +58,5 @@ def apply_entity_batch(
             batch.states[key] = new_state
         for pk, delta in result.deltas.items():
             batch.deltas.setdefault(pk, []).append([offset, *delta])
+        batch.transitions.extend(result.transitions)
     return batch

@@ -8,7 +8,8 @@ are compared with the old ones; the differences are the position deltas it emits
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
 
 __all__ = [
     "ALLOCATED",
@@ -23,6 +24,8 @@ __all__ = [
     "Vec",
     "add_into",
     "diff",
+    "epoch_ms",
+    "iso_ms",
     "position_key",
     "remember_event",
 ]
@@ -79,10 +82,24 @@ class Rejection:
 
 @dataclass(slots=True)
 class Applied:
-    """What applying one event did: its outcome and the position deltas it caused."""
+    """What applying one event did: outcome, position deltas, exception transitions."""
 
     outcome: Outcome
     deltas: dict[str, Vec] = field(default_factory=dict)
+    transitions: list[Any] = field(default_factory=list)
+
+
+def iso_ms(ms: int) -> str:
+    """RFC 3339 UTC (``...Z``) of epoch milliseconds."""
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def epoch_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
 
 
 def remember_event(event_ids: list[str], event_id: str) -> bool:

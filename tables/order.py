@@ -35,11 +35,23 @@ from supplyflow.tables.common import (
     Rejection,
     add_into,
     diff,
+    epoch_ms,
+    iso_ms,
     position_key,
     remember_event,
 )
+from supplyflow.tables.exceptions import ExceptionBook, Rules, Transition
 
-__all__ = ["OrderLine", "OrderState", "apply_order_event", "order_contributions", "order_view"]
+NO_RULES = Rules()
+
+__all__ = [
+    "OrderLine",
+    "OrderState",
+    "apply_order_event",
+    "fire_order_deadlines",
+    "order_contributions",
+    "order_view",
+]
 
 
 @dataclass(slots=True)
@@ -69,6 +81,9 @@ class OrderState:
     offset: int = -1
     contributions: Contributions = field(default_factory=dict)
     updated_at: str = ""
+    #: pending deadlines: [due_ms, kind ("ack" | "invoice"), system or shipment_id, event_id]
+    deadlines: list[list[Any]] = field(default_factory=list)
+    exceptions: dict[str, list[Any]] = field(default_factory=dict)
 
     def shipped(self, line_no: int) -> int:
         return sum(s.get(line_no, 0) for s in self.shipments.values())
@@ -88,6 +103,8 @@ class OrderState:
             self.offset,
             self.contributions,
             self.updated_at,
+            self.deadlines,
+            self.exceptions,
         ]
 
     @classmethod
@@ -106,7 +123,13 @@ class OrderState:
             offset=w[10],
             contributions=w[11],
             updated_at=w[12],
+            deadlines=w[13],
+            exceptions=w[14],
         )
+
+    def next_due(self) -> int | None:
+        """The earliest pending deadline (epoch ms), if any."""
+        return min((d[0] for d in self.deadlines), default=None)
 
 
 def order_contributions(state: OrderState) -> Contributions:
@@ -146,7 +169,12 @@ def _by_line(lines: tuple[Line, ...]) -> dict[int, int]:
 
 
 def apply_order_event(
-    state: OrderState | None, event: OrderEvent, offset: int
+    state: OrderState | None,
+    event: OrderEvent,
+    offset: int,
+    *,
+    rules: Rules = NO_RULES,
+    now: str = "",
 ) -> tuple[OrderState | None, Applied | Rejection]:
     """Apply one event to an order (``None``: not placed yet). Mutates and returns it."""
     if state is None:
@@ -162,19 +190,33 @@ def apply_order_event(
             location=data.location,
             lines={ln.line_no: OrderLine(ln.sku, ln.qty) for ln in data.lines},
         )
+        due_base = epoch_ms(event.occurred_at)
+        state.deadlines = [
+            [due_base + sla, "ack", system, event.event_id]
+            for system, sla in rules.order_ack_ms.items()
+        ]
         remember_event(state.event_ids, event.event_id)
-        return state, _finish(state, event, offset)
+        return state, _finish(state, event, offset, ExceptionBook("order", state.order_id, {}))
     if event.event_id in state.event_ids:
         return state, Applied("duplicate")
+    book = ExceptionBook("order", state.order_id, state.exceptions)
     if isinstance(event, OrderPlaced):
         remember_event(state.event_ids, event.event_id)
         return state, Applied("stale")  # placed twice: the first placement stands
     if isinstance(event, OrderAcknowledged):
         state.acks[event.data.system] = event.data.status
+        _on_ack(state, book, event, now)
     elif isinstance(event, OrderCancelled):
         state.cancelled = True
     elif isinstance(event, OrderInvoiced):
-        state.invoices[event.data.shipment_id] = event.data.invoice_id
+        shipment_id = event.data.shipment_id
+        state.invoices[shipment_id] = event.data.invoice_id
+        state.deadlines = [
+            d for d in state.deadlines if not (d[1] == "invoice" and d[2] == shipment_id)
+        ]
+        book.resolve(
+            "INVOICE_MISSING", {"shipment_id": shipment_id}, event_id=event.event_id, now=now
+        )
     else:
         rejection = _check_lines(state, event.data.lines)
         if rejection is not None:
@@ -183,20 +225,85 @@ def apply_order_event(
             for line in event.data.lines:
                 state.lines[line.line_no].allocated += line.qty
         elif isinstance(event, OrderShipped):
-            state.shipments[event.data.shipment_id] = _by_line(event.data.lines)
+            shipment_id = event.data.shipment_id
+            if rules.invoice_ms is not None and shipment_id not in state.invoices:
+                state.deadlines = [
+                    d for d in state.deadlines if not (d[1] == "invoice" and d[2] == shipment_id)
+                ]
+                state.deadlines.append(
+                    [
+                        epoch_ms(event.occurred_at) + rules.invoice_ms,
+                        "invoice",
+                        shipment_id,
+                        event.event_id,
+                    ]
+                )
+            state.shipments[shipment_id] = _by_line(event.data.lines)
         elif isinstance(event, ReturnReceived):
             state.returns[event.data.rma_id] = [event.data.restock, _by_line(event.data.lines)]
     remember_event(state.event_ids, event.event_id)
-    return state, _finish(state, event, offset)
+    return state, _finish(state, event, offset, book)
 
 
-def _finish(state: OrderState, event: OrderEvent, offset: int) -> Applied:
+def _finish(state: OrderState, event: OrderEvent, offset: int, book: ExceptionBook) -> Applied:
     new = order_contributions(state)
     deltas = diff(state.contributions, new)
     state.contributions = {k: v for k, v in new.items() if any(v)}
     state.offset = max(state.offset, offset)
-    state.updated_at = event.occurred_at.isoformat()
-    return Applied("applied", deltas)
+    state.updated_at = iso_ms(epoch_ms(event.occurred_at))
+    return Applied("applied", deltas, book.transitions)
+
+
+def _on_ack(state: OrderState, book: ExceptionBook, event: OrderAcknowledged, now: str) -> None:
+    ack = event.data
+    state.deadlines = [d for d in state.deadlines if not (d[1] == "ack" and d[2] == ack.system)]
+    detail = {"system": ack.system}
+    book.resolve("ACK_MISSING", detail, event_id=event.event_id, now=now)
+    if ack.status == "accepted":
+        book.resolve("ACK_REJECTED", detail, event_id=event.event_id, now=now)
+    else:
+        reason = f": {ack.reason}" if ack.reason else ""
+        book.open(
+            "ACK_REJECTED",
+            detail,
+            message=f"{ack.system} rejected order {state.order_id}{reason}",
+            event_ids=[event.event_id],
+            now=now,
+        )
+
+
+def fire_order_deadlines(state: OrderState, now_ms: int, rules: Rules) -> list[Transition]:
+    """Open ``ACK_MISSING`` / ``INVOICE_MISSING`` for deadlines past due (plus grace)."""
+    book = ExceptionBook("order", state.order_id, state.exceptions)
+    now = iso_ms(now_ms)
+    pending = []
+    for deadline in state.deadlines:
+        due, kind, subject, cause = deadline
+        if due + rules.grace_ms > now_ms:
+            pending.append(deadline)
+        elif kind == "ack":
+            book.open(
+                "ACK_MISSING",
+                {"system": subject},
+                message=(
+                    f"{subject} has not acknowledged order {state.order_id} (due {iso_ms(due)})"
+                ),
+                event_ids=[cause],
+                now=now,
+            )
+        else:
+            book.open(
+                "INVOICE_MISSING",
+                {"shipment_id": subject},
+                message=(
+                    f"shipment {subject} of order {state.order_id} is not invoiced "
+                    f"(due {iso_ms(due)})"
+                ),
+                event_ids=[cause],
+                now=now,
+            )
+    state.deadlines = pending
+    return book.transitions
 
 
 def order_view(state: OrderState) -> dict[str, Any]:
@@ -231,5 +338,9 @@ def order_view(state: OrderState) -> dict[str, Any]:
         ],
         "acks": dict(sorted(state.acks.items())),
         "events": len(state.event_ids),
+        "pending_deadlines": [
+            {"kind": d[1], "subject": d[2], "due": iso_ms(d[0])} for d in state.deadlines
+        ],
+        "open_exceptions": ExceptionBook("order", state.order_id, state.exceptions).open_ones(),
         "updated_at": state.updated_at,
     }

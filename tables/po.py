@@ -24,7 +24,7 @@ from supplyflow.codecs.events import (
     PoEvent,
     PoUpdated,
 )
-from supplyflow.codecs.quantity import qty_to_json
+from supplyflow.codecs.quantity import format_qty, qty_to_json
 from supplyflow.tables.common import (
     IN_TRANSIT,
     INBOUND,
@@ -34,11 +34,24 @@ from supplyflow.tables.common import (
     Rejection,
     add_into,
     diff,
+    epoch_ms,
+    iso_ms,
     position_key,
     remember_event,
 )
+from supplyflow.tables.exceptions import ExceptionBook, Rules, Transition
 
-__all__ = ["PoLine", "PoState", "Receipt", "apply_po_event", "po_contributions", "po_view"]
+NO_RULES = Rules()
+
+__all__ = [
+    "PoLine",
+    "PoState",
+    "Receipt",
+    "apply_po_event",
+    "fire_po_deadlines",
+    "po_contributions",
+    "po_view",
+]
 
 
 @dataclass(slots=True)
@@ -73,6 +86,10 @@ class PoState:
     offset: int = -1
     contributions: Contributions = field(default_factory=dict)
     updated_at: str = ""
+    #: pending ack deadlines: [due_ms, system, revision, event_id of the revision]
+    deadlines: list[list[Any]] = field(default_factory=list)
+    #: exception bookkeeping (see tables.exceptions.ExceptionBook)
+    exceptions: dict[str, list[Any]] = field(default_factory=dict)
 
     def received(self, line_no: int) -> int:
         return sum(r.lines.get(line_no, 0) for r in self.receipts.values())
@@ -95,6 +112,8 @@ class PoState:
             self.offset,
             self.contributions,
             self.updated_at,
+            self.deadlines,
+            self.exceptions,
         ]
 
     @classmethod
@@ -113,7 +132,13 @@ class PoState:
             offset=w[10],
             contributions=w[11],
             updated_at=w[12],
+            deadlines=w[13],
+            exceptions=w[14],
         )
+
+    def next_due(self) -> int | None:
+        """The earliest pending deadline (epoch ms), if any."""
+        return min((d[0] for d in self.deadlines), default=None)
 
 
 def po_contributions(state: PoState) -> Contributions:
@@ -175,9 +200,17 @@ def _set_lines(state: PoState, lines: tuple[Line, ...]) -> Rejection | None:
 
 
 def apply_po_event(
-    state: PoState | None, event: PoEvent, offset: int
+    state: PoState | None,
+    event: PoEvent,
+    offset: int,
+    *,
+    rules: Rules = NO_RULES,
+    now: str = "",
 ) -> tuple[PoState | None, Applied | Rejection]:
-    """Apply one event to a PO (``None``: not created yet). Mutates and returns the state."""
+    """Apply one event to a PO (``None``: not created yet). Mutates and returns the state.
+
+    ``now`` (RFC 3339) stamps the exceptions this event opens or resolves.
+    """
     if state is None:
         if not isinstance(event, PoCreated):
             return None, Rejection(
@@ -185,9 +218,12 @@ def apply_po_event(
             )
         state = _new_po(event)
         remember_event(state.event_ids, event.event_id)
-        return state, _finish(state, event, offset)
+        book = ExceptionBook("po", state.po_id, state.exceptions)
+        _register_revision(state, event, rules)
+        return state, _finish(state, event, offset, book)
     if event.event_id in state.event_ids:
         return state, Applied("duplicate")
+    book = ExceptionBook("po", state.po_id, state.exceptions)
     if isinstance(event, PoCreated | PoUpdated | PoCancelled):
         if event.data.revision <= state.revision:
             remember_event(state.event_ids, event.event_id)
@@ -199,11 +235,13 @@ def apply_po_event(
             if rejection is not None:
                 return state, rejection
         state.revision = event.data.revision
+        _register_revision(state, event, rules)
     elif isinstance(event, PoAcknowledged):
         ack = event.data
         previous = state.acks.get(ack.system)
         if previous is None or ack.revision >= previous[0]:
             state.acks[ack.system] = [ack.revision, ack.status]
+        _on_ack(state, book, event, now)
     elif isinstance(event, AsnIssued):
         rejection = _check_lines(state, event.data.lines)
         if rejection is not None:
@@ -218,21 +256,121 @@ def apply_po_event(
             event.data.revision,
             _sum_lines(event.data.lines),
         )
+        _check_receipt(state, book, event, rules, now)
     remember_event(state.event_ids, event.event_id)
-    return state, _finish(state, event, offset)
+    return state, _finish(state, event, offset, book)
 
 
 def _sum_lines(lines: tuple[Line, ...]) -> dict[int, int]:
     return {line.line_no: line.qty for line in lines}
 
 
-def _finish(state: PoState, event: PoEvent, offset: int) -> Applied:
+def _finish(state: PoState, event: PoEvent, offset: int, book: ExceptionBook) -> Applied:
     new = po_contributions(state)
     deltas = diff(state.contributions, new)
     state.contributions = {k: v for k, v in new.items() if any(v)}
     state.offset = max(state.offset, offset)
-    state.updated_at = event.occurred_at.isoformat()
-    return Applied("applied", deltas)
+    state.updated_at = iso_ms(epoch_ms(event.occurred_at))
+    return Applied("applied", deltas, book.transitions)
+
+
+def _register_revision(state: PoState, event: PoEvent, rules: Rules) -> None:
+    """A new revision replaces pending ack deadlines of older ones (contract)."""
+    if not rules.po_ack_ms:
+        return
+    revision = state.revision
+    due_base = epoch_ms(event.occurred_at)
+    state.deadlines = [d for d in state.deadlines if d[2] >= revision]
+    for system, sla_ms in rules.po_ack_ms.items():
+        acked = state.acks.get(system)
+        if acked is not None and acked[0] >= revision:
+            continue
+        state.deadlines.append([due_base + sla_ms, system, revision, event.event_id])
+
+
+def _on_ack(state: PoState, book: ExceptionBook, event: PoAcknowledged, now: str) -> None:
+    ack = event.data
+    state.deadlines = [
+        d for d in state.deadlines if not (d[1] == ack.system and d[2] <= ack.revision)
+    ]
+    for entry in list(book.entries.values()):
+        rule, detail = entry[2], entry[3]
+        if detail.get("system") != ack.system or detail.get("revision", 0) > ack.revision:
+            continue
+        if rule == "ACK_MISSING" or (rule == "ACK_REJECTED" and ack.status == "accepted"):
+            book.resolve(rule, detail, event_id=event.event_id, now=now)
+    if ack.status == "rejected":
+        reason = f": {ack.reason}" if ack.reason else ""
+        book.open(
+            "ACK_REJECTED",
+            {"system": ack.system, "revision": ack.revision},
+            message=f"{ack.system} rejected {state.po_id} rev {ack.revision}{reason}",
+            event_ids=[event.event_id],
+            now=now,
+        )
+
+
+def _check_receipt(
+    state: PoState, book: ExceptionBook, event: GoodsReceived, rules: Rules, now: str
+) -> None:
+    data = event.data
+    if data.revision < state.revision:
+        book.open(
+            "RECEIPT_REVISION_MISMATCH",
+            {"receipt_id": data.receipt_id},
+            message=(
+                f"receipt {data.receipt_id} of {state.po_id} was made against rev "
+                f"{data.revision}, the PO is at rev {state.revision}"
+            ),
+            event_ids=[event.event_id],
+            now=now,
+        )
+    if not state.asns:
+        book.open(
+            "ASN_MISSING",
+            {"receipt_id": data.receipt_id},
+            message=f"receipt {data.receipt_id} arrived for {state.po_id} without an ASN",
+            event_ids=[event.event_id],
+            now=now,
+        )
+    factor = 100 + rules.receipt_tolerance_pct
+    for line in data.lines:
+        ordered = state.lines[line.line_no].ordered
+        received = state.received(line.line_no)
+        if received * 100 > ordered * factor:
+            book.open(
+                "OVER_RECEIPT",
+                {"line_no": line.line_no},
+                message=(
+                    f"{state.po_id} line {line.line_no} ({line.sku}): received "
+                    f"{format_qty(received)} of {format_qty(ordered)} ordered"
+                ),
+                event_ids=[event.event_id],
+                now=now,
+            )
+
+
+def fire_po_deadlines(state: PoState, now_ms: int, rules: Rules) -> list[Transition]:
+    """Open ``ACK_MISSING`` for every ack deadline past due (plus grace) at ``now_ms``."""
+    book = ExceptionBook("po", state.po_id, state.exceptions)
+    now = iso_ms(now_ms)
+    pending = []
+    for deadline in state.deadlines:
+        due, system, revision, cause = deadline
+        if due + rules.grace_ms > now_ms:
+            pending.append(deadline)
+            continue
+        book.open(
+            "ACK_MISSING",
+            {"system": system, "revision": revision},
+            message=(
+                f"{system} has not acknowledged {state.po_id} rev {revision} (due {iso_ms(due)})"
+            ),
+            event_ids=[cause],
+            now=now,
+        )
+    state.deadlines = pending
+    return book.transitions
 
 
 def po_view(state: PoState) -> dict[str, Any]:
@@ -267,5 +405,9 @@ def po_view(state: PoState) -> dict[str, Any]:
         ],
         "acks": {s: {"revision": a[0], "status": a[1]} for s, a in sorted(state.acks.items())},
         "events": len(state.event_ids),
+        "pending_deadlines": [
+            {"system": d[1], "revision": d[2], "due": iso_ms(d[0])} for d in state.deadlines
+        ],
+        "open_exceptions": ExceptionBook("po", state.po_id, state.exceptions).open_ones(),
         "updated_at": state.updated_at,
     }

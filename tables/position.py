@@ -20,8 +20,9 @@ from datetime import datetime
 from typing import Any, Final
 
 from supplyflow.codecs.events import InventoryAdjusted, InventoryEvent
-from supplyflow.codecs.quantity import qty_to_json
+from supplyflow.codecs.quantity import format_qty, qty_to_json
 from supplyflow.tables.common import ALLOCATED, IN_TRANSIT, INBOUND, ON_HAND, RESERVED, WIDTH, Vec
+from supplyflow.tables.exceptions import ExceptionBook, Transition
 
 __all__ = [
     "INVENTORY_SOURCE",
@@ -30,6 +31,7 @@ __all__ = [
     "PositionState",
     "apply_deltas",
     "apply_inventory_event",
+    "check_overallocation",
     "position_record",
     "record_time",
 ]
@@ -52,6 +54,13 @@ class PositionState:
     watermarks: dict[str, int] = field(default_factory=dict)
     recent_ids: list[str] = field(default_factory=list)
     updated_at: str = ""
+    #: system -> on_hand of its latest snapshot
+    snapshots: dict[str, int] = field(default_factory=dict)
+    exceptions: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.sku}@{self.location}"
 
     def to_wire(self) -> list[Any]:
         return [
@@ -61,11 +70,13 @@ class PositionState:
             self.watermarks,
             self.recent_ids,
             self.updated_at,
+            self.snapshots,
+            self.exceptions,
         ]
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> PositionState:
-        return cls(w[0], w[1], w[2], w[3], w[4], w[5])
+        return cls(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7])
 
     @classmethod
     def new(cls, key: str) -> PositionState:
@@ -90,18 +101,64 @@ def apply_deltas(state: PositionState, source: str, items: list[DeltaItem]) -> b
     return changed
 
 
-def apply_inventory_event(state: PositionState, event: InventoryEvent, offset: int) -> str:
-    """Apply an adjustment or snapshot; returns the outcome (applied/duplicate)."""
+def apply_inventory_event(
+    state: PositionState, event: InventoryEvent, offset: int, *, now: str = ""
+) -> tuple[str, list[Transition]]:
+    """Apply an adjustment or snapshot; returns the outcome and exception transitions.
+
+    A snapshot whose ``on_hand`` differs from the computed one opens
+    ``INVENTORY_MISMATCH`` for its system; a later matching snapshot resolves it.
+    """
     mark = state.watermarks.get(INVENTORY_SOURCE, -1)
     if offset <= mark or event.event_id in state.recent_ids:
-        return "duplicate"
+        return "duplicate", []
     state.watermarks[INVENTORY_SOURCE] = offset
     state.recent_ids.append(event.event_id)
     if len(state.recent_ids) > RECENT_EVENT_IDS:
         del state.recent_ids[: len(state.recent_ids) - RECENT_EVENT_IDS]
     if isinstance(event, InventoryAdjusted):
         state.totals[ON_HAND] += event.data.delta
-    return "applied"
+        return "applied", []
+    book = ExceptionBook("position", state.key, state.exceptions)
+    data = event.data
+    state.snapshots[data.system] = data.on_hand
+    computed = state.totals[ON_HAND]
+    detail = {"system": data.system}
+    if data.on_hand == computed:
+        book.resolve("INVENTORY_MISMATCH", detail, event_id=event.event_id, now=now)
+    else:
+        book.open(
+            "INVENTORY_MISMATCH",
+            detail,
+            message=(
+                f"{data.system} reports {format_qty(data.on_hand)} on hand of {state.key}, "
+                f"supplyflow computes {format_qty(computed)}"
+            ),
+            event_ids=[event.event_id],
+            now=now,
+        )
+    return "applied", book.transitions
+
+
+def check_overallocation(state: PositionState, now: str) -> list[Transition]:
+    """Open ``OVERALLOCATION`` while ``available`` < 0, resolve it when it is >= 0 again."""
+    book = ExceptionBook("position", state.key, state.exceptions)
+    available = state.totals[ON_HAND] - state.totals[ALLOCATED]
+    if available < 0:
+        book.open(
+            "OVERALLOCATION",
+            {},
+            message=(
+                f"{state.key} has {format_qty(available)} available: "
+                f"{format_qty(state.totals[ALLOCATED])} allocated of "
+                f"{format_qty(state.totals[ON_HAND])} on hand"
+            ),
+            event_ids=[],
+            now=now,
+        )
+    else:
+        book.resolve("OVERALLOCATION", {}, event_id=None, now=now)
+    return book.transitions
 
 
 def position_record(state: PositionState, updated_at: str) -> dict[str, Any]:

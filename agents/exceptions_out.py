@@ -1,0 +1,113 @@
+"""Writing exception transitions to ``exceptions`` exactly once per transition.
+
+Outputs are written (and acknowledged) before the state that produced them, so a crash
+in between replays into the same transitions: same ``exception_id``, same status. Before
+a worker writes to a partition of ``exceptions`` for the first time after it got the
+partition, it reads that partition's tail back and drops any transition already there.
+Only the worker owning partition *p* of the entities writes to partition *p* of
+``exceptions`` (the topics are co-partitioned and keyed by entity id), so the tail it
+reads is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Final
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from supplyflow.app.metrics import Metrics
+from supplyflow.app.settings import Settings
+from supplyflow.app.topics import EXCEPTIONS
+from supplyflow.tables.exceptions import Transition
+
+__all__ = ["ExceptionEmitter"]
+
+log = logging.getLogger(__name__)
+
+#: Transitions read back per partition: far more than a crash can leave in doubt (the
+#: records written since the last state write), and bounded memory per partition.
+READ_BACK_RECORDS: Final = 100_000
+_READ_TIMEOUT_MS: Final = 1000
+_MAX_IDLE_FETCHES: Final = 5
+
+
+class ExceptionEmitter:
+    """Sends transitions to ``exceptions``, skipping any already written."""
+
+    def __init__(self, app: Any, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.topic_name = settings.topic(EXCEPTIONS)
+        self.topic = app.topic(self.topic_name, key_serializer="raw", value_serializer="raw")
+        self._written: dict[int, dict[tuple[str, str], None]] = {}
+
+    def forget(self, partitions: Sequence[int]) -> None:
+        """Drop what is known of partitions this worker no longer owns."""
+        for partition in partitions:
+            self._written.pop(partition, None)
+
+    async def _load(self, partition: int) -> dict[tuple[str, str], None]:
+        written: dict[tuple[str, str], None] = {}
+        tp = TopicPartition(self.topic_name, partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            start = max(0, end - READ_BACK_RECORDS)
+            consumer.seek(tp, start)
+            position, idle = start, 0
+            while position < end and idle < _MAX_IDLE_FETCHES:
+                batch = await consumer.getmany(tp, timeout_ms=_READ_TIMEOUT_MS)
+                idle = 0 if batch else idle + 1
+                for message in batch.get(tp, []):
+                    body = orjson.loads(message.value)
+                    written[(body["exception_id"], body["status"])] = None
+                    position = message.offset + 1
+            if position < end:
+                log.warning(
+                    "read back exceptions partition %d only to offset %d of %d; a transition "
+                    "written just before a crash may appear twice",
+                    partition,
+                    position,
+                    end,
+                )
+        finally:
+            await consumer.stop()
+        log.info("read back %d exception transitions of partition %d", len(written), partition)
+        return written
+
+    async def send(self, partition: int, transitions: Sequence[Transition]) -> list[Any]:
+        """Send the new transitions; returns delivery futures to await before state writes."""
+        if not transitions:
+            return []
+        written = self._written.get(partition)
+        if written is None:
+            written = self._written[partition] = await self._load(partition)
+        futures = []
+        for transition in transitions:
+            key = (transition.exception_id, transition.status)
+            if key in written:
+                continue
+            written[key] = None
+            if len(written) > READ_BACK_RECORDS:
+                del written[next(iter(written))]
+            futures.append(
+                await self.topic.send(
+                    key=transition.entity_id.encode(),
+                    value=orjson.dumps(transition.record()),
+                    partition=partition,
+                )
+            )
+            counter = (
+                self.metrics.exceptions_opened
+                if transition.status == "open"
+                else self.metrics.exceptions_resolved
+            )
+            counter.labels(rule=transition.rule).inc()
+        return futures

@@ -1,0 +1,231 @@
+"""Each exception rule on the pure domain functions, with an injected clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from supplyflow.codecs import EVENT_ADAPTER
+from supplyflow.tables.common import Applied, epoch_ms
+from supplyflow.tables.exceptions import Rules, Transition, exception_id
+from supplyflow.tables.order import OrderState, apply_order_event, fire_order_deadlines
+from supplyflow.tables.po import PoState, apply_po_event, fire_po_deadlines
+from supplyflow.tables.position import (
+    PositionState,
+    apply_deltas,
+    apply_inventory_event,
+    check_overallocation,
+)
+
+T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+RULES = Rules(
+    po_ack_ms={"erp": 30_000, "wms": 60_000},
+    order_ack_ms={"erp": 30_000},
+    invoice_ms=4 * 3600_000,
+    receipt_tolerance_pct=Decimal(5),
+    grace_ms=2000,
+)
+_seq = iter(range(1, 10**6))
+
+
+def ev(type_: str, data: dict[str, Any], at: datetime = T0) -> Any:
+    n = next(_seq)
+    return EVENT_ADAPTER.validate_python(
+        {
+            "event_id": f"e{n}",
+            "type": type_,
+            "schema_version": 1,
+            "source": "test",
+            "occurred_at": at.isoformat(),
+            "data": data,
+        }
+    )
+
+
+def ms(moment: datetime) -> int:
+    return epoch_ms(moment)
+
+
+class PoHarness:
+    def __init__(self) -> None:
+        self.state: PoState | None = None
+        self.transitions: list[Transition] = []
+        self.offset = 0
+
+    def apply(self, type_: str, data: dict[str, Any], at: datetime = T0) -> None:
+        self.offset += 1
+        state, result = apply_po_event(
+            self.state,
+            ev(type_, {"po_id": "PO-17", **data}, at),
+            self.offset,
+            rules=RULES,
+            now=at.isoformat(),
+        )
+        assert isinstance(result, Applied), result
+        self.state = state
+        self.transitions += result.transitions
+
+    def tick(self, at: datetime) -> None:
+        assert self.state is not None
+        self.transitions += fire_po_deadlines(self.state, ms(at), RULES)
+
+    def summary(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [(t.rule, t.status, t.detail) for t in self.transitions]
+
+
+LINES = [{"line_no": 1, "sku": "A", "qty": 100}, {"line_no": 2, "sku": "B", "qty": 10}]
+
+
+def created(h: PoHarness, at: datetime = T0) -> None:
+    h.apply(
+        "po.created",
+        {"revision": 1, "supplier_id": "S", "location": "DC1", "lines": LINES},
+        at,
+    )
+
+
+def test_on_time_acks_raise_nothing() -> None:
+    h = PoHarness()
+    created(h)
+    h.apply("po.acknowledged", {"revision": 1, "system": "erp", "status": "accepted"})
+    h.apply("po.acknowledged", {"revision": 1, "system": "wms", "status": "accepted"})
+    h.tick(T0 + timedelta(hours=1))
+    assert h.summary() == []
+    assert h.state is not None
+    assert h.state.deadlines == []
+
+
+def test_missing_ack_fires_after_due_plus_grace_and_late_ack_resolves() -> None:
+    h = PoHarness()
+    created(h)
+    h.apply("po.acknowledged", {"revision": 1, "system": "erp", "status": "accepted"})
+    h.tick(T0 + timedelta(seconds=61))  # due at 60 s, grace 2 s: not yet
+    assert h.summary() == []
+    h.tick(T0 + timedelta(seconds=62))
+    assert h.summary() == [("ACK_MISSING", "open", {"system": "wms", "revision": 1})]
+    h.tick(T0 + timedelta(seconds=90))  # fires once
+    assert len(h.transitions) == 1
+    assert (
+        h.transitions[0].message
+    ) == "wms has not acknowledged PO-17 rev 1 (due 2026-11-27T10:01:00.000Z)"
+    h.apply("po.acknowledged", {"revision": 1, "system": "wms", "status": "accepted"})
+    assert h.summary()[-1] == ("ACK_MISSING", "resolved", {"system": "wms", "revision": 1})
+    assert h.transitions[0].exception_id == h.transitions[1].exception_id
+
+
+def test_rejection_resolves_missing_and_opens_rejected_until_accepted() -> None:
+    h = PoHarness()
+    created(h)
+    h.tick(T0 + timedelta(seconds=40))
+    assert h.summary() == [("ACK_MISSING", "open", {"system": "erp", "revision": 1})]
+    h.apply(
+        "po.acknowledged",
+        {"revision": 1, "system": "erp", "status": "rejected", "reason": "price"},
+    )
+    assert h.summary()[1:] == [
+        ("ACK_MISSING", "resolved", {"system": "erp", "revision": 1}),
+        ("ACK_REJECTED", "open", {"system": "erp", "revision": 1}),
+    ]
+    assert "price" in h.transitions[-1].message
+    h.apply("po.updated", {"revision": 2, "lines": LINES})
+    h.apply("po.acknowledged", {"revision": 2, "system": "erp", "status": "accepted"})
+    assert h.summary()[-1] == ("ACK_REJECTED", "resolved", {"system": "erp", "revision": 1})
+
+
+def test_newer_revision_replaces_pending_deadlines() -> None:
+    h = PoHarness()
+    created(h)
+    h.apply("po.updated", {"revision": 2, "lines": LINES}, T0 + timedelta(seconds=20))
+    assert h.state is not None
+    assert sorted((d[1], d[2]) for d in h.state.deadlines) == [("erp", 2), ("wms", 2)]
+    h.tick(T0 + timedelta(seconds=40))  # rev 1's erp deadline (30 s) is gone
+    assert h.summary() == []
+    h.tick(T0 + timedelta(seconds=53))
+    assert h.summary() == [("ACK_MISSING", "open", {"system": "erp", "revision": 2})]
+
+
+def test_receipt_rules() -> None:
+    h = PoHarness()
+    created(h)
+    h.apply("po.updated", {"revision": 2, "lines": LINES})
+    h.apply(
+        "goods.received",
+        {"receipt_id": "R1", "revision": 1, "lines": [{"line_no": 1, "sku": "A", "qty": 106}]},
+    )
+    rules = {t.rule: t for t in h.transitions if t.rule != "ACK_MISSING"}
+    assert set(rules) == {"RECEIPT_REVISION_MISMATCH", "ASN_MISSING", "OVER_RECEIPT"}
+    assert rules["OVER_RECEIPT"].detail == {"line_no": 1}
+    assert rules["ASN_MISSING"].detail == {"receipt_id": "R1"}
+
+
+def test_within_tolerance_and_with_asn_nothing_opens() -> None:
+    h = PoHarness()
+    created(h)
+    h.apply("asn.issued", {"asn_id": "A1", "lines": [{"line_no": 1, "sku": "A", "qty": 100}]})
+    h.apply(
+        "goods.received",
+        {"receipt_id": "R1", "revision": 1, "lines": [{"line_no": 1, "sku": "A", "qty": 105}]},
+    )
+    assert h.summary() == []
+
+
+def test_order_ack_and_invoice_deadlines() -> None:
+    state: OrderState | None = None
+    transitions: list[Transition] = []
+
+    def apply(type_: str, data: dict[str, Any], at: datetime = T0) -> None:
+        nonlocal state
+        state, result = apply_order_event(
+            state, ev(type_, {"order_id": "SO-1", **data}, at), 1, rules=RULES, now="t"
+        )
+        assert isinstance(result, Applied)
+        transitions.extend(result.transitions)
+
+    line = [{"line_no": 1, "sku": "A", "qty": 5}]
+    apply("order.placed", {"channel": "web", "location": "DC1", "lines": line})
+    apply("order.shipped", {"shipment_id": "S1", "lines": line}, T0 + timedelta(minutes=1))
+    assert state is not None
+    transitions += fire_order_deadlines(state, ms(T0 + timedelta(seconds=33)), RULES)
+    assert [(t.rule, t.detail) for t in transitions] == [("ACK_MISSING", {"system": "erp"})]
+    transitions += fire_order_deadlines(
+        state, ms(T0 + timedelta(hours=4, minutes=1, seconds=2)), RULES
+    )
+    assert transitions[-1].rule == "INVOICE_MISSING"
+    assert transitions[-1].detail == {"shipment_id": "S1"}
+    apply("order.invoiced", {"invoice_id": "I1", "shipment_id": "S1"})
+    apply("order.acknowledged", {"system": "erp", "status": "rejected"})
+    assert [(t.rule, t.status) for t in transitions[2:]] == [
+        ("INVOICE_MISSING", "resolved"),
+        ("ACK_MISSING", "resolved"),
+        ("ACK_REJECTED", "open"),
+    ]
+
+
+def test_overallocation_and_inventory_mismatch() -> None:
+    pos = PositionState.new("A@DC1")
+    apply_deltas(pos, "order:0", [[5, 0, 3000, 0, 0, 3000]])  # 3 allocated, nothing on hand
+    opened = check_overallocation(pos, "t1")
+    assert [(t.rule, t.status) for t in opened] == [("OVERALLOCATION", "open")]
+    assert check_overallocation(pos, "t2") == []  # open at most once
+    apply_deltas(pos, "po:1", [[9, 5000, 0, 0, 0, 0]])
+    resolved = check_overallocation(pos, "t3")
+    assert [(t.rule, t.status) for t in resolved] == [("OVERALLOCATION", "resolved")]
+    assert resolved[0].exception_id == opened[0].exception_id
+    again = (apply_deltas(pos, "order:0", [[6, 0, 9000, 0, 0, 0]]), check_overallocation(pos, "t4"))
+    assert again[1][0].exception_id != opened[0].exception_id  # a new occurrence
+
+    snap = {"sku": "A", "location": "DC1", "system": "wms"}
+    _, found = apply_inventory_event(pos, ev("inventory.snapshot", {**snap, "on_hand": 4}), 1)
+    assert [(t.rule, t.status, t.detail) for t in found] == [
+        ("INVENTORY_MISMATCH", "open", {"system": "wms"})
+    ]
+    _, found = apply_inventory_event(pos, ev("inventory.snapshot", {**snap, "on_hand": 5}), 2)
+    assert [(t.rule, t.status) for t in found] == [("INVENTORY_MISMATCH", "resolved")]
+
+
+def test_exception_ids_are_deterministic() -> None:
+    a = exception_id("po", "PO-17", "ACK_MISSING|wms|2", 1)
+    assert a == exception_id("po", "PO-17", "ACK_MISSING|wms|2", 1)
+    assert a != exception_id("po", "PO-17", "ACK_MISSING|wms|2", 2)
+    assert a.startswith("exc-")
