@@ -27,6 +27,7 @@ from supplyflow.app.sample import OK, SampleRecord, sample_scenario
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
     DLQ,
+    EXCEPTIONS,
     INVENTORY_EVENTS,
     PO_EVENTS,
     POSITIONS,
@@ -154,9 +155,44 @@ def _report(worker: WorkerProcess, settings: Settings, records: list[SampleRecor
             f"@{source['offset']}: {body['detail'][:90]}"
         )
     _final_state(worker, records)
+    _exceptions(worker, settings)
     ok = len(letters) == len(bad) and sum(applied.values()) == len(records) - len(bad)
     _say("\nDemo complete." if ok else "\nDemo finished, but counts differ: see the log.")
     return ok
+
+
+#: SLAs short enough to see deadlines fire during the demo (unless settings give others).
+_DEMO_SLAS: Final = {
+    "SUPPLYFLOW_SLA_PO_ACK": "erp=4s,wms=4s",
+    "SUPPLYFLOW_SLA_ORDER_ACK": "erp=4s",
+    "SUPPLYFLOW_SLA_INVOICE": "6s",
+    "SUPPLYFLOW_DEADLINE_GRACE": "1s",
+}
+#: Long enough for the demo's deadlines to fall due after the last record.
+_DEADLINE_WAIT_S: Final = 8.0
+
+
+def _demo_slas(base: Settings) -> dict[str, str]:
+    if base.sla_po_ack or base.sla_order_ack or base.sla_invoice:
+        dumped = base.model_dump(mode="json")
+        return {
+            f"SUPPLYFLOW_{name.upper()}": str(dumped[name] or "")
+            for name in ("sla_po_ack", "sla_order_ack", "sla_invoice", "deadline_grace")
+        }
+    return dict(_DEMO_SLAS)
+
+
+def _exceptions(worker: WorkerProcess, settings: Settings) -> None:
+    _say(f"\nWaiting {_DEADLINE_WAIT_S:.0f}s for acknowledgment and invoice deadlines...")
+    time.sleep(_DEADLINE_WAIT_S)
+    records = asyncio.run(read_topic(settings.bootstrap, settings.topic(EXCEPTIONS), wait_s=10))
+    _say(f"\nException transitions on {settings.topic(EXCEPTIONS)} ({len(records)}):")
+    for message in records:
+        t = orjson.loads(message.value)
+        _say(f"  {t['status']:<8} {t['rule']:<26} {t['entity_id']:<28} {t['message']}")
+    status, body = worker.get("/exceptions?status=open")
+    if status == 200:
+        _say(f"\nGET /exceptions?status=open: {orjson.loads(body)['count']} open")
 
 
 def run_demo(base: Settings) -> int:
@@ -185,6 +221,7 @@ def run_demo(base: Settings) -> int:
             "SUPPLYFLOW_APP_ID": settings.app_id,
             "SUPPLYFLOW_DATA_DIR": str(settings.data_dir),
             "SUPPLYFLOW_PARTITIONS": str(settings.partitions),
+            **_demo_slas(base),
         }
         worker = WorkerProcess(env, work / "worker.log")
         _say(f"Starting a worker (app id {run_id}, logs {worker.log_path})...")

@@ -41,7 +41,7 @@ class _Builder:
 
     def envelope(self, type_: str, source: str, data: dict[str, Any]) -> dict[str, Any]:
         self.seq += 1
-        self.now += timedelta(seconds=1)
+        self.now += timedelta(milliseconds=100)
         return {
             "event_id": f"{self.run_id}-e{self.seq:05d}",
             "type": type_,
