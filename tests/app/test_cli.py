@@ -1,0 +1,45 @@
+"""The CLI stops with one clear message (exit 2) on a bad setting; no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SUPPLYFLOW_SLA_PO_ACK", "erp=soon"),
+        ("SUPPLYFLOW_SLA_INVOICE", "4 hours"),
+        ("SUPPLYFLOW_PARTITIONS", "-1"),
+    ],
+)
+def test_worker_with_a_bad_setting_names_it_and_exits_2(variable: str, value: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPLYFLOW_")}
+    env[variable] = value
+    result = subprocess.run(
+        [sys.executable, "-m", "supplyflow", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert variable in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "supplyflow", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for command in ("worker", "kafka", "produce", "demo", "schemas"):
+        assert command in result.stdout
