@@ -28,6 +28,7 @@ from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import Accepted, by_partition
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.keys import partition_for
+from supplyflow.app.metrics import Metrics
 from supplyflow.codecs import DecodeError
 from supplyflow.tables.batch import apply_entity_batch
 from supplyflow.tables.common import Rejection, iso_ms
@@ -65,8 +66,10 @@ class EntityActor:
         emitter: ExceptionEmitter,
         rules: Rules,
         partitions: int,
+        metrics: Metrics,
         clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
+        self.metrics = metrics
         self.kind = kind
         self.table = table
         self.deltas_topic = deltas_topic
@@ -100,6 +103,8 @@ class EntityActor:
                 if futures:
                     await asyncio.gather(*futures)
                 self._write(partition, batch.states)
+            for system, seconds in batch.sync:
+                self.metrics.po_sync.labels(system=system).observe(seconds)
             for item, result in zip(items, batch.results, strict=True):
                 results[id(item)] = (
                     DecodeError(result.reason, result.detail, item.event.event_id)

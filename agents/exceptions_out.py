@@ -18,12 +18,16 @@ from typing import Any, Final
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import EXCEPTIONS
-from supplyflow.tables.exceptions import Transition
+from supplyflow.tables.exceptions import ExceptionBook, Transition
+from supplyflow.tables.order import OrderState
+from supplyflow.tables.po import PoState
+from supplyflow.tables.position import PositionState
 
-__all__ = ["ExceptionEmitter"]
+__all__ = ["ExceptionEmitter", "OpenExceptions", "book_from_wire"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,10 @@ _MAX_IDLE_FETCHES: Final = 5
 class ExceptionEmitter:
     """Sends transitions to ``exceptions``, skipping any already written."""
 
-    def __init__(self, app: Any, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, app: Any, settings: Settings, metrics: Metrics, index: OpenExceptions
+    ) -> None:
+        self.index = index
         self.settings = settings
         self.metrics = metrics
         self.topic_name = settings.topic(EXCEPTIONS)
@@ -95,6 +102,7 @@ class ExceptionEmitter:
             if key in written:
                 continue
             written[key] = None
+            self.index.apply(partition, transition)
             if len(written) > READ_BACK_RECORDS:
                 del written[next(iter(written))]
             futures.append(
@@ -111,3 +119,61 @@ class ExceptionEmitter:
             )
             counter.labels(rule=transition.rule).inc()
         return futures
+
+
+def book_from_wire(entity_type: str, wire: list[Any]) -> ExceptionBook:
+    """The exception book inside a stored PO, order or position."""
+    if entity_type == "po":
+        po = PoState.from_wire(wire)
+        return ExceptionBook("po", po.po_id, po.exceptions)
+    if entity_type == "order":
+        order = OrderState.from_wire(wire)
+        return ExceptionBook("order", order.order_id, order.exceptions)
+    position = PositionState.from_wire(wire)
+    return ExceptionBook("position", position.key, position.exceptions)
+
+
+class OpenExceptions:
+    """Open exceptions of the partitions owned here, by partition, kept current.
+
+    Rebuilt from local state (one pass over the tables) when the owned partitions
+    change; updated by :class:`ExceptionEmitter` for every transition it writes.
+    """
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._by_partition: dict[int, dict[str, dict[str, Any]]] = {}
+        self._owned: frozenset[int] | None = None
+
+    def ensure(self, owned: frozenset[int], tables: Sequence[tuple[str, Any]]) -> None:
+        """Rebuild from ``tables`` ((entity_type, table), ...) if ``owned`` changed."""
+        if owned == self._owned:
+            return
+        index: dict[int, dict[str, dict[str, Any]]] = {p: {} for p in owned}
+        for entity_type, table in tables:
+            for key, wire in table.items():
+                bucket = index.get(partition_for(key, self.partitions))
+                if bucket is None:
+                    continue
+                for record in book_from_wire(entity_type, wire).open_ones():
+                    bucket[record["exception_id"]] = record
+        self._by_partition = index
+        self._owned = owned
+
+    def apply(self, partition: int, transition: Transition) -> None:
+        bucket = self._by_partition.get(partition)
+        if bucket is None:
+            return
+        if transition.status == "open":
+            bucket[transition.exception_id] = transition.record()
+        else:
+            bucket.pop(transition.exception_id, None)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r for bucket in self._by_partition.values() for r in bucket.values()]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.records():
+            counts[record["rule"]] = counts.get(record["rule"], 0) + 1
+        return counts

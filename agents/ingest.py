@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -106,6 +107,20 @@ def by_partition(items: Sequence[Accepted]) -> dict[int, list[Accepted]]:
     for item in items:
         groups.setdefault(item.partition, []).append(item)
     return groups
+
+
+def observe_processed(metrics: Metrics, topic: str, events: Sequence[Any]) -> None:
+    """Record-timestamp-to-processed latency and the last offset per partition."""
+    now = time.time()
+    latency = metrics.record_to_processed.labels(topic=topic)
+    last: dict[int, int] = {}
+    for event in events:
+        msg = event.message
+        if msg.timestamp:
+            latency.observe(max(0.0, now - msg.timestamp))
+        last[msg.partition] = msg.offset
+    for partition, offset in last.items():
+        metrics.note_processed(topic, partition, offset)
 
 
 def owned_partitions(app: Any, topic: str) -> frozenset[int]:
@@ -225,5 +240,6 @@ def register_input_agent(
                         await ticks[1](partition, tick, owned)
             if batch:
                 batch_sizes.observe(len(batch))
+                observe_processed(metrics, topic, batch)
 
     return app.agent(source, name=f"supplyflow.input.{topic}", concurrency=1)(consume)

@@ -10,6 +10,7 @@ crash in between replays into the same outputs rather than losing one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,12 +19,18 @@ import msgpack
 import orjson
 
 from supplyflow.agents.exceptions_out import ExceptionEmitter
-from supplyflow.agents.ingest import DeadLetters, IngestTunables, decode_batch
+from supplyflow.agents.ingest import (
+    DeadLetters,
+    IngestTunables,
+    decode_batch,
+    observe_processed,
+)
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import INVENTORY_EVENTS, POSITIONS, deltas_topic_name
 from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
+from supplyflow.tables.common import epoch_ms
 from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import (
     PositionState,
@@ -60,14 +67,6 @@ class PositionActor:
         self.dead_letters = dead_letters
         self.max_bytes = settings.max_record_bytes
 
-    def _load(self, cache: dict[str, PositionState], key: str) -> PositionState:
-        state = cache.get(key)
-        if state is None:
-            wire = self.table.get(key)
-            state = PositionState.new(key) if wire is None else PositionState.from_wire(wire)
-            cache[key] = state
-        return state
-
     async def process(self, batch: Sequence[Any]) -> None:
         groups: dict[int, list[Any]] = {}
         for event in batch:
@@ -77,58 +76,88 @@ class PositionActor:
                 await self._process_partition(partition, events)
 
     async def _process_partition(self, partition: int, events: list[Any]) -> None:
-        now = record_time(datetime.now(UTC))
-        transitions: list[Transition] = []
-        cache: dict[str, PositionState] = {}
-        changed: set[str] = set()  # totals changed: emit the position
-        dirty: set[str] = set()  # state changed (watermarks, ids): write it
+        work = _PartitionBatch(self.table, record_time(datetime.now(UTC)))
         inventory = [e for e in events if e.message.topic == self.inventory_topic]
         accepted, rejected = decode_batch(INVENTORY_EVENTS, inventory, max_bytes=self.max_bytes)
         by_offset = {a.offset: a for a in accepted}
         for source_event in events:
             msg = source_event.message
-            if msg.topic == self.inventory_topic:
-                item = by_offset.get(msg.offset)
-                if item is None:
-                    continue  # dead-lettered
-                event = item.event
-                if not isinstance(event, InventoryAdjusted | InventorySnapshot):
-                    continue  # decode_input only accepts these on inventory.events
-                key = event.data.entity_key
-                state = self._load(cache, key)
-                before = list(state.totals)
-                outcome, opened = apply_inventory_event(state, event, item.offset, now=now)
-                if opened:
-                    transitions.extend(opened)
-                    dirty.add(key)
+            if msg.topic != self.inventory_topic:
+                work.deltas(msgpack.unpackb(msg.value))
+                continue
+            item = by_offset.get(msg.offset)
+            if item is not None and isinstance(item.event, InventoryAdjusted | InventorySnapshot):
+                outcome = work.inventory(item.event, item.offset)
                 self.metrics.events.labels(
                     topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
                 ).inc()
-                if outcome == "applied":
-                    dirty.add(key)
-                    if state.totals != before:
-                        changed.add(key)
-            else:
-                source, entries = msgpack.unpackb(msg.value)
-                for key, items in entries:
-                    if apply_deltas(self._load(cache, key), source, items):
-                        changed.add(key)
-                        dirty.add(key)
-        for key in changed:
-            found = check_overallocation(cache[key], now)
-            if found:
-                transitions.extend(found)
-                dirty.add(key)
+        work.check_overallocation()
         futures = await self.dead_letters.send(rejected)
-        futures += await self.emitter.send(partition, transitions)
-        for key in changed:
-            cache[key].updated_at = now
-            record = position_record(cache[key], now)
+        futures += await self.emitter.send(partition, work.transitions)
+        for key in work.changed:
+            state = work.cache[key]
+            state.updated_at = work.now
+            record = position_record(state, work.now)
             futures.append(await self.positions.send(key=key.encode(), value=orjson.dumps(record)))
         if futures:
             await asyncio.gather(*futures)
-        for key in dirty:
-            self.table[key] = cache[key].to_wire()
+        emitted = time.time() * 1000
+        for occurred_ms in work.occurred:
+            self.metrics.event_to_position.observe(max(0.0, (emitted - occurred_ms) / 1000))
+        for key in work.dirty:
+            self.table[key] = work.cache[key].to_wire()
+        if inventory:
+            observe_processed(self.metrics, INVENTORY_EVENTS, inventory)
+
+
+class _PartitionBatch:
+    """The positions one partition's batch touches, and what changed."""
+
+    def __init__(self, table: Any, now: str) -> None:
+        self.table = table
+        self.now = now
+        self.cache: dict[str, PositionState] = {}
+        self.changed: set[str] = set()  # totals changed: emit the position
+        self.dirty: set[str] = set()  # state changed (watermarks, ids): write it
+        self.occurred: list[int] = []  # occurred_at (ms) of every change applied
+        self.transitions: list[Transition] = []
+
+    def load(self, key: str) -> PositionState:
+        state = self.cache.get(key)
+        if state is None:
+            wire = self.table.get(key)
+            state = PositionState.new(key) if wire is None else PositionState.from_wire(wire)
+            self.cache[key] = state
+        return state
+
+    def inventory(self, event: InventoryAdjusted | InventorySnapshot, offset: int) -> str:
+        key = event.data.entity_key
+        state = self.load(key)
+        before = list(state.totals)
+        outcome, opened = apply_inventory_event(state, event, offset, now=self.now)
+        self.transitions.extend(opened)
+        if outcome == "applied":
+            self.dirty.add(key)
+            if state.totals != before:
+                self.changed.add(key)
+                self.occurred.append(epoch_ms(event.occurred_at))
+        return outcome
+
+    def deltas(self, record: list[Any]) -> None:
+        source, entries = record
+        for key, items in entries:
+            applied = apply_deltas(self.load(key), source, items)
+            if applied:
+                self.changed.add(key)
+                self.dirty.add(key)
+                self.occurred.extend(applied)
+
+    def check_overallocation(self) -> None:
+        for key in self.changed:
+            found = check_overallocation(self.cache[key], self.now)
+            if found:
+                self.transitions.extend(found)
+                self.dirty.add(key)
 
 
 def register_position_agent(

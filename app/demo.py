@@ -238,6 +238,8 @@ def run_demo(base: Settings) -> int:
         asyncio.run(_produce_live(settings, records))
 
         ok = _report(worker, settings, records)
+        if not ok:
+            _say(f"\n--- worker log tail ---\n{worker.log_tail(80)}")
         return 0 if ok else 1
     finally:
         if worker is not None:

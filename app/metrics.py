@@ -1,27 +1,62 @@
 """Prometheus metrics of one worker, built against an injected ``CollectorRegistry``.
 
 Names follow Prometheus conventions (base units, ``_total`` counters) and every label is
-bounded: topic (contract name, without prefix), event type, outcome, reason. Never an
-entity id.
+bounded: topic (contract name, without prefix), partition, event type, outcome, reason,
+rule, system (only systems named in an SLA setting), table. Never an entity id.
+
+Counters and histograms are updated as records flow; :class:`WorkerCollector` computes the
+gauges that describe state (lag, table sizes, disk, recovery, open exceptions) when
+Prometheus scrapes, from callables the worker provides.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "Metrics", "Outcome"]
+__all__ = ["CONTENT_TYPE", "Metrics", "StateProbes", "WorkerCollector"]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
-#: Outcomes of one input record.
-Outcome = str
 APPLIED: Final = "applied"
 DUPLICATE: Final = "duplicate"
 STALE: Final = "stale"
 DEAD_LETTERED: Final = "dead_lettered"
 _BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+#: Seconds: from 1 ms (in-process) to an hour (a backlog being worked off).
+_LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
+#: Seconds: acknowledgments take from seconds to days.
+_SYNC_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600, 14400, 43200, 86400, 172800)
 
 
 class Metrics:
@@ -50,6 +85,26 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
+        self.record_to_processed = Histogram(
+            "supplyflow_record_to_processed_seconds",
+            "From a record's Kafka timestamp to the end of its processing, by input topic",
+            ["topic"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.event_to_position = Histogram(
+            "supplyflow_event_to_position_seconds",
+            "From an event's occurred_at to the position it changed being emitted",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.po_sync = Histogram(
+            "supplyflow_po_sync_seconds",
+            "From a PO revision to a required system's acknowledgment of it, by system",
+            ["system"],
+            buckets=_SYNC_BUCKETS,
+            registry=registry,
+        )
         self.exceptions_opened = Counter(
             "supplyflow_exceptions_opened",
             "Exceptions opened, by rule",
@@ -62,6 +117,12 @@ class Metrics:
             ["rule"],
             registry=registry,
         )
+        self.processed_offset = Gauge(
+            "supplyflow_processed_offset",
+            "Offset of the last record processed, by input topic and partition",
+            ["topic", "partition"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             "supplyflow_build_info",
             "Always 1; labels carry the version and app id",
@@ -70,6 +131,77 @@ class Metrics:
         )
         self.build_info.labels(version=version, app_id=app_id).set(1)
 
+        #: (topic, partition) -> next offset to process, for the lag gauge
+        self.next_offsets: dict[tuple[str, int], int] = {}
+
+    def note_processed(self, topic: str, partition: int, offset: int) -> None:
+        self.processed_offset.labels(topic=topic, partition=str(partition)).set(offset)
+        self.next_offsets[(topic, partition)] = offset + 1
+
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class StateProbes:
+    """Callables the collector reads at scrape time (each cheap, none blocking long)."""
+
+    #: (topic, partition) -> (highwater, next offset to process) for owned input partitions
+    lag: Callable[[], Mapping[tuple[str, int], tuple[int, int]]]
+    #: table name -> estimated number of keys on this worker
+    table_keys: Callable[[], Mapping[str, int]]
+    #: bytes of local state on disk
+    disk_bytes: Callable[[], int]
+    #: changelog records still to read before the worker is running
+    recovery_remaining: Callable[[], int]
+    #: rule -> open exceptions in this worker's partitions
+    open_exceptions: Callable[[], Mapping[str, int]]
+    #: deadlines waiting to fire in this worker's partitions
+    pending_deadlines: Callable[[], int]
+
+
+class WorkerCollector(Collector):
+    """Gauges computed at scrape time from :class:`StateProbes`."""
+
+    def __init__(self, probes: StateProbes, rules: Iterable[str]) -> None:
+        self.probes = probes
+        self.rules = tuple(rules)
+
+    def collect(self) -> Iterable[Metric]:
+        lag = GaugeMetricFamily(
+            "supplyflow_consumer_lag_records",
+            "Records not yet processed, by input topic and partition",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), (highwater, position) in sorted(self.probes.lag().items()):
+            lag.add_metric([topic, str(partition)], max(0, highwater - position))
+        yield lag
+        keys = GaugeMetricFamily(
+            "supplyflow_table_keys", "Keys in local state, by table", labels=["table"]
+        )
+        for table, count in sorted(self.probes.table_keys().items()):
+            keys.add_metric([table], count)
+        yield keys
+        yield GaugeMetricFamily(
+            "supplyflow_state_disk_bytes",
+            "Bytes of RocksDB state under SUPPLYFLOW_DATA_DIR",
+            value=self.probes.disk_bytes(),
+        )
+        yield GaugeMetricFamily(
+            "supplyflow_recovery_remaining_records",
+            "Changelog records left to read before the worker runs",
+            value=self.probes.recovery_remaining(),
+        )
+        open_now = GaugeMetricFamily(
+            "supplyflow_exceptions_open", "Open exceptions, by rule", labels=["rule"]
+        )
+        counts = self.probes.open_exceptions()
+        for rule in self.rules:
+            open_now.add_metric([rule], counts.get(rule, 0))
+        yield open_now
+        yield GaugeMetricFamily(
+            "supplyflow_deadlines_pending",
+            "Acknowledgment and invoice deadlines waiting to fire",
+            value=self.probes.pending_deadlines(),
+        )

@@ -16,10 +16,10 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
+from supplyflow.agents.exceptions_out import OpenExceptions, book_from_wire
 from supplyflow.agents.state import StateTables
 from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import CONTENT_TYPE, Metrics
-from supplyflow.tables.exceptions import ExceptionBook
 from supplyflow.tables.order import OrderState, order_view
 from supplyflow.tables.po import PoState, po_view
 from supplyflow.tables.position import PositionState, position_record
@@ -97,24 +97,20 @@ class KeyRouter:
             return _json(web, {"error": f"owner {owner} did not answer; retry"}, _UNAVAILABLE)
 
 
-def _book(entity_type: str, wire: list[Any]) -> ExceptionBook:
-    if entity_type == "po":
-        po = PoState.from_wire(wire)
-        return ExceptionBook("po", po.po_id, po.exceptions)
-    if entity_type == "order":
-        order = OrderState.from_wire(wire)
-        return ExceptionBook("order", order.order_id, order.exceptions)
-    position = PositionState.from_wire(wire)
-    return ExceptionBook("position", position.key, position.exceptions)
-
-
 _EXCEPTION_FILTERS: Final = ("rule", "entity_type", "entity_id")
 
 
-def local_exceptions(tables: StateTables, query: dict[str, str]) -> list[dict[str, Any]]:
-    """Exceptions in this worker's state matching ``query`` (status, rule, entity...)."""
+def local_exceptions(
+    tables: StateTables, query: dict[str, str], open_index: OpenExceptions
+) -> list[dict[str, Any]]:
+    """Exceptions in this worker's state matching ``query`` (status, rule, entity...).
+
+    Open ones come from the in-memory index; resolved ones need a pass over the tables.
+    """
     status = query.get("status", "open")
     wanted = {k: query[k] for k in _EXCEPTION_FILTERS if query.get(k)}
+    if status == "open":
+        return [r for r in open_index.records() if all(r[k] == v for k, v in wanted.items())]
     found: list[dict[str, Any]] = []
     for entity_type, table in (
         ("po", tables.po),
@@ -129,7 +125,7 @@ def local_exceptions(tables: StateTables, query: dict[str, str]) -> list[dict[st
         else:
             wires = [w for _, w in table.items()]
         for wire in wires:
-            book = _book(entity_type, wire)
+            book = book_from_wire(entity_type, wire)
             for record in book.latest(open_only=status == "open"):
                 if status == "resolved" and record["status"] != "resolved":
                     continue
@@ -158,7 +154,13 @@ async def _gather_exceptions(app: Any, request: Any, local: list[dict[str, Any]]
     return merged, missing
 
 
-def register_views(app: Any, metrics: Metrics, tables: StateTables) -> None:
+def register_views(
+    app: Any,
+    metrics: Metrics,
+    tables: StateTables,
+    open_index: OpenExceptions,
+    ensure_index: Callable[[], None],
+) -> None:
     """Register the worker's HTTP routes on ``app``'s web server."""
     router = KeyRouter(app)
 
@@ -190,7 +192,8 @@ def register_views(app: Any, metrics: Metrics, tables: StateTables) -> None:
             return _json(web, {"error": "status must be open, resolved or all"}, 400)
         if health_state(app) != "running":
             return _json(web, {"error": "worker is not ready; retry shortly"}, _UNAVAILABLE)
-        local = local_exceptions(tables, query)
+        ensure_index()
+        local = local_exceptions(tables, query, open_index)
         if request.headers.get(_FORWARDED):
             return _json(web, {"exceptions": local})
         merged, missing = await _gather_exceptions(app, request, local)

@@ -8,7 +8,9 @@ so tests and the benchmark build the same app.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, NoReturn
@@ -17,15 +19,16 @@ from prometheus_client import CollectorRegistry
 
 from supplyflow import __version__
 from supplyflow.agents.entities import EntityActor, EntityKind
-from supplyflow.agents.exceptions_out import ExceptionEmitter
+from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
 from supplyflow.agents.ingest import DEFAULT_TUNABLES, owned_partitions, register_input_agent
 from supplyflow.agents.positions import register_position_agent
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app.exceptions import AppError
-from supplyflow.app.faust_patches import SupplyflowApp, new_worker
-from supplyflow.app.metrics import Metrics
+from supplyflow.app.faust_patches import SupplyflowApp, new_worker, table_key_estimate
+from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
+    INVENTORY_EVENTS,
     ORDER_EVENTS,
     PO_EVENTS,
     deltas_topic_name,
@@ -36,7 +39,7 @@ from supplyflow.app.topics import (
 )
 from supplyflow.app.web import register_views
 from supplyflow.codecs import MSGPACK_CODEC, register_codecs
-from supplyflow.tables.exceptions import Rules
+from supplyflow.tables.exceptions import RULES, Rules
 from supplyflow.tables.order import OrderState, apply_order_event, fire_order_deadlines
 from supplyflow.tables.po import PoState, apply_po_event, fire_po_deadlines
 
@@ -119,7 +122,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         partitions=settings.partitions,
         internal=False,
     )
-    emitter = ExceptionEmitter(app, settings, metrics)
+    open_index = OpenExceptions(settings.partitions)
+    emitter = ExceptionEmitter(app, settings, metrics, open_index)
     rules = rules_from(settings)
     actors = {
         name: EntityActor(
@@ -129,6 +133,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             emitter=emitter,
             rules=rules,
             partitions=settings.partitions,
+            metrics=metrics,
         )
         for name, kind, table in (
             (PO_EVENTS, PO_KIND, tables.po),
@@ -157,8 +162,77 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     app.on_partitions_revoked.connect(forget_revoked)
 
-    register_views(app, metrics, tables)
+    def ensure_index() -> None:
+        owned = owned_partitions(app, settings.topic(PO_EVENTS))
+        open_index.ensure(
+            owned, (("po", tables.po), ("order", tables.order), ("position", tables.position))
+        )
+
+    def open_counts() -> dict[str, int]:
+        ensure_index()
+        return open_index.counts()
+
+    probes = _probes(
+        app,
+        settings,
+        metrics=metrics,
+        tables=tables,
+        actors=actors.values(),
+        open_counts=open_counts,
+    )
+    metrics.registry.register(WorkerCollector(probes, RULES))
+    register_views(app, metrics, tables, open_index, ensure_index)
     return Worker(app=app, metrics=metrics, settings=settings, tables=tables)
+
+
+def _probes(
+    app: Any,
+    settings: Settings,
+    *,
+    metrics: Metrics,
+    tables: StateTables,
+    actors: Iterable[EntityActor],
+    open_counts: Callable[[], dict[str, int]],
+) -> StateProbes:
+    """Scrape-time readings of the worker's state."""
+    inputs = {settings.topic(t): t for t in (PO_EVENTS, ORDER_EVENTS, INVENTORY_EVENTS)}
+
+    def lag() -> dict[tuple[str, int], tuple[int, int]]:
+        out = {}
+        for tp in app.consumer.assignment():
+            topic = inputs.get(tp.topic)
+            position = metrics.next_offsets.get((topic, tp.partition)) if topic else None
+            if topic is None or position is None:
+                continue
+            highwater = app.consumer.highwater(tp)
+            if highwater is not None and highwater >= 0:
+                out[(topic, tp.partition)] = (int(highwater), position)
+        return out
+
+    def disk_bytes() -> int:
+        total = 0
+        for path in settings.data_dir.rglob("*"):
+            with contextlib.suppress(OSError):
+                if path.is_file():
+                    total += path.stat().st_size
+        return total
+
+    def recovery_remaining() -> int:
+        remaining: int = app.tables.recovery.active_remaining_total()
+        return remaining
+
+    return StateProbes(
+        lag=lag,
+        table_keys=lambda: {
+            "po": table_key_estimate(tables.po),
+            "order": table_key_estimate(tables.order),
+            "position": table_key_estimate(tables.position),
+        },
+        disk_bytes=disk_bytes,
+        recovery_remaining=recovery_remaining,
+        open_exceptions=open_counts,
+        pending_deadlines=lambda: sum(actor.index.size() for actor in actors),
+    )
 
 
 def rules_from(settings: Settings) -> Rules:

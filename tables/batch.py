@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from supplyflow.tables.common import Applied, Rejection
+from supplyflow.tables.common import Applied, Rejection, epoch_ms
 from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import DeltaItem
 
@@ -34,6 +34,8 @@ class EntityBatch(Generic[S]):
     results: list[str | Rejection] = field(default_factory=list)
     #: exception transitions, in the order they happened
     transitions: list[Transition] = field(default_factory=list)
+    #: (system, seconds) PO synchronisation latencies observed
+    sync: list[tuple[str, float]] = field(default_factory=list)
 
 
 def apply_entity_batch(
@@ -56,7 +58,9 @@ def apply_entity_batch(
             continue
         if new_state is not None:
             batch.states[key] = new_state
+        occurred_ms = epoch_ms(event.occurred_at)  # type: ignore[attr-defined]
         for pk, delta in result.deltas.items():
-            batch.deltas.setdefault(pk, []).append([offset, *delta])
+            batch.deltas.setdefault(pk, []).append([offset, occurred_ms, *delta])
         batch.transitions.extend(result.transitions)
+        batch.sync.extend(result.sync)
     return batch

@@ -87,6 +87,8 @@ class Applied:
     outcome: Outcome
     deltas: dict[str, Vec] = field(default_factory=dict)
     transitions: list[Any] = field(default_factory=list)
+    #: (system, seconds) from a PO revision to a required system's ack of it
+    sync: list[tuple[str, float]] = field(default_factory=list)
 
 
 def iso_ms(ms: int) -> str:

@@ -90,6 +90,8 @@ class PoState:
     deadlines: list[list[Any]] = field(default_factory=list)
     #: exception bookkeeping (see tables.exceptions.ExceptionBook)
     exceptions: dict[str, list[Any]] = field(default_factory=dict)
+    #: occurred_at (epoch ms) of the current revision
+    revision_at: int = 0
 
     def received(self, line_no: int) -> int:
         return sum(r.lines.get(line_no, 0) for r in self.receipts.values())
@@ -114,6 +116,7 @@ class PoState:
             self.updated_at,
             self.deadlines,
             self.exceptions,
+            self.revision_at,
         ]
 
     @classmethod
@@ -134,6 +137,7 @@ class PoState:
             updated_at=w[12],
             deadlines=w[13],
             exceptions=w[14],
+            revision_at=w[15],
         )
 
     def next_due(self) -> int | None:
@@ -242,6 +246,12 @@ def apply_po_event(
         if previous is None or ack.revision >= previous[0]:
             state.acks[ack.system] = [ack.revision, ack.status]
         _on_ack(state, book, event, now)
+        if ack.revision == state.revision and ack.system in rules.po_ack_ms:
+            seconds = (epoch_ms(event.occurred_at) - state.revision_at) / 1000
+            remember_event(state.event_ids, event.event_id)
+            applied = _finish(state, event, offset, book)
+            applied.sync.append((ack.system, max(0.0, seconds)))
+            return state, applied
     elif isinstance(event, AsnIssued):
         rejection = _check_lines(state, event.data.lines)
         if rejection is not None:
@@ -276,10 +286,10 @@ def _finish(state: PoState, event: PoEvent, offset: int, book: ExceptionBook) ->
 
 def _register_revision(state: PoState, event: PoEvent, rules: Rules) -> None:
     """A new revision replaces pending ack deadlines of older ones (contract)."""
+    due_base = state.revision_at = epoch_ms(event.occurred_at)
     if not rules.po_ack_ms:
         return
     revision = state.revision
-    due_base = epoch_ms(event.occurred_at)
     state.deadlines = [d for d in state.deadlines if d[2] >= revision]
     for system, sla_ms in rules.po_ack_ms.items():
         acked = state.acks.get(system)

@@ -41,7 +41,7 @@ RECENT_EVENT_IDS: Final = 1000
 #: Watermark name of the position's own input topic (inventory.events).
 INVENTORY_SOURCE: Final = "inventory"
 
-#: ``[offset, d_on_hand, d_allocated, d_inbound, d_in_transit, d_reserved]``
+#: ``[offset, occurred_at ms, d_on_hand, d_allocated, d_inbound, d_in_transit, d_reserved]``
 DeltaItem = list[int]
 
 
@@ -84,21 +84,24 @@ class PositionState:
         return cls(sku, location)
 
 
-def apply_deltas(state: PositionState, source: str, items: list[DeltaItem]) -> bool:
-    """Apply the delta items from ``source`` not applied yet; True if anything changed."""
+def apply_deltas(state: PositionState, source: str, items: list[DeltaItem]) -> list[int]:
+    """Apply the delta items from ``source`` not applied yet.
+
+    Returns the ``occurred_at`` (epoch ms) of each item applied: empty if nothing changed.
+    """
     mark = state.watermarks.get(source, -1)
-    changed = False
+    applied: list[int] = []
+    totals = state.totals
     for item in items:
         offset = item[0]
         if offset <= mark:
             continue
         mark = offset
-        totals = state.totals
         for i in range(WIDTH):
-            totals[i] += item[i + 1]
-        changed = True
+            totals[i] += item[i + 2]
+        applied.append(item[1])
     state.watermarks[source] = mark
-    return changed
+    return applied
 
 
 def apply_inventory_event(

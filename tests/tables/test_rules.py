@@ -204,15 +204,18 @@ def test_order_ack_and_invoice_deadlines() -> None:
 
 def test_overallocation_and_inventory_mismatch() -> None:
     pos = PositionState.new("A@DC1")
-    apply_deltas(pos, "order:0", [[5, 0, 3000, 0, 0, 3000]])  # 3 allocated, nothing on hand
+    apply_deltas(pos, "order:0", [[5, 0, 0, 3000, 0, 0, 3000]])  # 3 allocated, nothing on hand
     opened = check_overallocation(pos, "t1")
     assert [(t.rule, t.status) for t in opened] == [("OVERALLOCATION", "open")]
     assert check_overallocation(pos, "t2") == []  # open at most once
-    apply_deltas(pos, "po:1", [[9, 5000, 0, 0, 0, 0]])
+    apply_deltas(pos, "po:1", [[9, 0, 5000, 0, 0, 0, 0]])
     resolved = check_overallocation(pos, "t3")
     assert [(t.rule, t.status) for t in resolved] == [("OVERALLOCATION", "resolved")]
     assert resolved[0].exception_id == opened[0].exception_id
-    again = (apply_deltas(pos, "order:0", [[6, 0, 9000, 0, 0, 0]]), check_overallocation(pos, "t4"))
+    again = (
+        apply_deltas(pos, "order:0", [[6, 0, 0, 9000, 0, 0, 0]]),
+        check_overallocation(pos, "t4"),
+    )
     assert again[1][0].exception_id != opened[0].exception_id  # a new occurrence
 
     snap = {"sku": "A", "location": "DC1", "system": "wms"}
