@@ -7,7 +7,11 @@ STAMP := $(VENV)/.installed
 KAFKA_PORT ?= 9092
 export SUPPLYFLOW_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 
-.PHONY: venv demo test test-unit test-integration lint typecheck kafka-up kafka-down clean
+.PHONY: venv demo test test-unit test-integration lint typecheck kafka-up kafka-down clean system-deps
+
+# Debian packages the test suite drives: Chromium + ChromeDriver (status page in a real
+# browser) and Prometheus's promtool (metrics and config checks). Installed only if missing.
+SYSTEM_BINARIES := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/promtool
 
 venv: $(STAMP)
 
@@ -35,9 +39,16 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+system-deps:
+	@missing=0; for b in $(SYSTEM_BINARIES); do [ -x $$b ] || missing=1; done; \
+	if [ $$missing -eq 1 ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install chromium chromium-driver prometheus"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver prometheus >/dev/null; \
+	fi
+
 # The whole suite: lint, types, unit tests, then integration tests against a real local
 # broker that this target starts (unless one already answers) and stops again.
-test: venv
+test: venv system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	@started=0; \

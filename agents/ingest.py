@@ -172,14 +172,23 @@ class DeadLetters:
             self.metrics.events.labels(
                 topic=self.topic, type="invalid", outcome=DEAD_LETTERED
             ).inc()
+            entity_id = bad.key[:128].decode("utf-8", "replace") if bad.key else None
             log.warning(
-                "dead-lettered %s[%d]@%d event_id=%s key=%r: %s",
+                "dead-lettered %s[%d]@%d event_id=%s entity_id=%s: %s",
                 self.full_name,
                 bad.partition,
                 bad.offset,
                 bad.error.event_id,
-                bad.key[:128] if bad.key else bad.key,
+                entity_id,
                 bad.error,
+                extra={
+                    "event_id": bad.error.event_id,
+                    "entity_id": entity_id,
+                    "topic": self.full_name,
+                    "partition": bad.partition,
+                    "offset": bad.offset,
+                    "reason": bad.error.reason,
+                },
             )
         return futures
 

@@ -74,9 +74,18 @@ def partition_scope(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def new_worker(app: Any, *, loop: Any, loglevel: str) -> faust.Worker:
+def new_worker(
+    app: Any, *, loop: Any, loglevel: str, logging_config: dict[str, Any] | None = None
+) -> faust.Worker:
     """A ``faust.Worker`` for ``app`` that logs at ``loglevel`` and shows no spinner."""
-    worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logging_config,
+    )
     worker.spinner = None
     return worker
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from importlib import resources
 from typing import Any, Final
 
 import aiohttp
@@ -163,6 +164,12 @@ def register_views(
 ) -> None:
     """Register the worker's HTTP routes on ``app``'s web server."""
     router = KeyRouter(app)
+
+    page = resources.files("supplyflow.app").joinpath("static/status.html").read_bytes()
+
+    @app.page("/")  # type: ignore[untyped-decorator]  # faust ships no types
+    async def status_page(web: Any, request: Any) -> Any:
+        return web.bytes(page, content_type="text/html")
 
     @app.page("/health")  # type: ignore[untyped-decorator]  # faust ships no types
     async def health(web: Any, request: Any) -> Any:

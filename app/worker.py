@@ -25,6 +25,7 @@ from supplyflow.agents.positions import register_position_agent
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.faust_patches import SupplyflowApp, new_worker, table_key_estimate
+from supplyflow.app.logs import logging_config
 from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
@@ -268,5 +269,10 @@ def run_worker(settings: Settings) -> NoReturn:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     worker = build_app(settings)
-    runner = new_worker(worker.app, loop=loop, loglevel=settings.log_level.lower())
+    runner = new_worker(
+        worker.app,
+        loop=loop,
+        loglevel=settings.log_level.lower(),
+        logging_config=logging_config(settings.log_format, settings.log_level),
+    )
     runner.execute_from_commandline()

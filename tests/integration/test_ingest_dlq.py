@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +28,7 @@ WORKER_READY_S: Final = 90.0
 #: Processing the sample scenario takes well under a second once workers are ready.
 PROCESS_S: Final = 60.0
 DRAIN_S: Final = 60.0
+PROMTOOL: Final = shutil.which("promtool") or "/usr/bin/promtool"
 
 
 def _outcomes(workers: list[WorkerProcess]) -> Counter[tuple[str, str, str]]:
@@ -44,7 +47,7 @@ def test_two_workers_apply_good_records_and_dead_letter_each_bad_one(
     settings = Settings(
         bootstrap=bootstrap, topic_prefix=names["prefix"], app_id=names["app_id"], partitions=4
     )
-    workers = [start_worker(), start_worker()]
+    workers = [start_worker(SUPPLYFLOW_LOG_FORMAT="json"), start_worker()]
     for worker in workers:
         worker.wait_healthy(WORKER_READY_S)
 
@@ -98,6 +101,36 @@ def test_two_workers_apply_good_records_and_dead_letter_each_bad_one(
         assert inputs[(source["topic"], source["partition"], source["offset"])] == original.value
         seen.add(original.label)
     assert seen == {r.label for r in bad}
+
+    # Metrics count every dead letter by reason, and the scrape is valid for promtool.
+    reasons: Counter[str] = Counter()
+    for worker in workers:
+        for (series, tags), count in worker.metrics().items():
+            if series == "supplyflow_dead_letters_total":
+                reasons[dict(tags)["reason"]] += int(count)
+    assert reasons == Counter(r.expect for r in bad)
+    for worker in workers:
+        _, scrape = worker.get("/metrics")
+        check = subprocess.run(
+            [PROMTOOL, "check", "metrics"], input=scrape, capture_output=True, check=False
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert not (check.stdout + check.stderr).strip(), check.stdout + check.stderr
+
+    # The JSON-logging worker wrote one JSON warning per record it dead-lettered, with ids.
+    warnings = [
+        orjson.loads(line)
+        for line in workers[0].log_path.read_text().splitlines()
+        if line.startswith("{") and '"dead-lettered' in line
+    ]
+    assert len(warnings) == sum(
+        int(v)
+        for (name, _), v in workers[0].metrics().items()
+        if name == "supplyflow_dead_letters_total"
+    )
+    for warning in warnings:
+        assert warning["level"] == "WARNING"
+        assert {"event_id", "entity_id", "topic", "partition", "offset", "reason"} <= set(warning)
 
 
 def _type_of(value: bytes, headers: list[tuple[str, bytes]]) -> str:
