@@ -12,6 +12,7 @@ import heapq
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from supplyflow.agents.progress import is_marker
 from supplyflow.app.keys import partition_for
 
 __all__ = ["DeadlineIndex"]
@@ -32,6 +33,8 @@ class DeadlineIndex:
             return
         heaps: dict[int, list[tuple[int, str]]] = {p: [] for p in owned}
         for key, wire in items():
+            if is_marker(key):
+                continue
             due = self.next_due(wire)
             if due is None:
                 continue

@@ -18,6 +18,7 @@ from typing import Any, Final
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from supplyflow.agents.progress import is_marker
 from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
@@ -152,6 +153,8 @@ class OpenExceptions:
         index: dict[int, dict[str, dict[str, Any]]] = {p: {} for p in owned}
         for entity_type, table in tables:
             for key, wire in table.items():
+                if is_marker(key):
+                    continue
                 bucket = index.get(partition_for(key, self.partitions))
                 if bucket is None:
                     continue

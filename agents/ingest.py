@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from supplyflow.agents.progress import ProgressMarkers
+from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import DEAD_LETTERED, Metrics
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ
@@ -204,6 +206,7 @@ def register_input_agent(
     topic: str,
     handler: EntityHandler,
     metrics: Metrics,
+    markers: ProgressMarkers,
     ticks: tuple[str, TickHandler] | None = None,
     tunables: IngestTunables = DEFAULT_TUNABLES,
 ) -> Any:
@@ -227,8 +230,19 @@ def register_input_agent(
 
     async def consume(stream: Any) -> None:
         async for events in stream.take_events(tunables.batch_max, tunables.batch_window_s):
-            batch = [e for e in events if e.message.topic == input_name]
             ticked = {e.message.partition: e for e in events if e.message.topic != input_name}
+            groups: dict[int, list[Any]] = {}
+            for event in events:
+                if event.message.topic == input_name:
+                    groups.setdefault(event.message.partition, []).append(event)
+            batch: list[Any] = []
+            scopes: dict[int, Any] = {}
+            for partition, group in groups.items():
+                scopes[partition] = group[-1]
+                with partition_scope(group[-1]):
+                    completed = await markers.complete(input_name, partition, group)
+                groups[partition] = completed
+                batch.extend(completed)
             accepted, rejected = decode_batch(topic, batch, max_bytes=max_bytes)
             if accepted:
                 results = await handler(accepted)
@@ -242,6 +256,9 @@ def register_input_agent(
             futures = await dead_letters.send(rejected)
             if futures:
                 await asyncio.gather(*futures)
+            for partition, completed in groups.items():
+                with partition_scope(scopes[partition]):
+                    markers.record_all(input_name, completed)
             if ticks and ticked:
                 owned = owned_partitions(app, input_name)
                 for partition, tick in ticked.items():

@@ -25,6 +25,7 @@ from supplyflow.agents.ingest import (
     decode_batch,
     observe_processed,
 )
+from supplyflow.agents.progress import ProgressMarkers
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
@@ -56,8 +57,12 @@ class PositionActor:
         metrics: Metrics,
         dead_letters: DeadLetters,
         emitter: ExceptionEmitter,
+        markers: ProgressMarkers,
+        deltas_topic: str,
     ) -> None:
         self.emitter = emitter
+        self.markers = markers
+        self.deltas_topic = deltas_topic
         self.inventory_topic = settings.topic(INVENTORY_EVENTS)
         self.positions = app.topic(
             settings.topic(POSITIONS), key_serializer="raw", value_serializer="raw"
@@ -73,7 +78,25 @@ class PositionActor:
             groups.setdefault(event.message.partition, []).append(event)
         for partition, events in groups.items():
             with partition_scope(events[-1]):
-                await self._process_partition(partition, events)
+                completed = await self._complete(partition, events)
+                await self._process_partition(partition, completed)
+                for topic in (self.inventory_topic, self.deltas_topic):
+                    self.markers.record_all(
+                        topic, [e for e in completed if e.message.topic == topic]
+                    )
+
+    async def _complete(self, partition: int, events: list[Any]) -> list[Any]:
+        """Both topics' events of one partition: replays dropped, skipped ones fetched."""
+        out: list[Any] = []
+        fresh: set[tuple[str, int]] = set()
+        for topic in (self.inventory_topic, self.deltas_topic):
+            mine = [e for e in events if e.message.topic == topic]
+            completed = await self.markers.complete(topic, partition, mine)
+            live = {id(e) for e in mine}
+            out.extend(e for e in completed if id(e) not in live)  # fetched gaps first
+            fresh.update((topic, e.message.offset) for e in completed if id(e) in live)
+        out.extend(e for e in events if (e.message.topic, e.message.offset) in fresh)
+        return out
 
     async def _process_partition(self, partition: int, events: list[Any]) -> None:
         work = _PartitionBatch(self.table, record_time(datetime.now(UTC)))
@@ -186,6 +209,8 @@ def register_position_agent(
         metrics=metrics,
         dead_letters=dead_letters,
         emitter=emitter,
+        markers=ProgressMarkers(table, settings.bootstrap),
+        deltas_topic=deltas_topic_name(settings),
     )
     batch_sizes = metrics.batch_size.labels(topic="positions")
 

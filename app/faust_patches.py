@@ -11,6 +11,13 @@
    event. Faust's RocksDB store and changelog pick the partition of the *current event*;
    a batch from ``take_events`` mixes partitions, so each partition's keys must be read
    and written in the scope of an event from that partition.
+7. :func:`install`: ``ProducerBuffer.flush`` waits until the buffer is empty *and* the
+   message it is handing to the Kafka client has arrived there. Faust's version gives up
+   after 0.1 s without progress and returns with messages still queued, and counts a
+   message as gone the moment it leaves the queue, before the client has it; the offset
+   commit that follows then overtakes unsent changelog records, and a worker killed at
+   that moment loses table writes whose input is already committed (found by the SIGKILL
+   integration test: state lost, its position deltas never emitted).
 6. :func:`table_key_estimate`: RocksDB's own key count estimate over a table's open
    partition databases (Faust keeps them in a private mapping).
 5. :func:`new_worker`: a ``faust.Worker`` without its terminal spinner. The spinner hooks
@@ -20,6 +27,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +36,7 @@ from typing import Any, ClassVar
 
 import faust
 from faust.streams import _current_event
+from faust.transport.producer import ProducerBuffer
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from supplyflow.codecs.serializers import MSGPACK_CODEC
@@ -35,6 +45,8 @@ __all__ = [
     "MsgpackTable",
     "QuietWeb",
     "SupplyflowApp",
+    "flush_until_empty",
+    "install",
     "new_worker",
     "partition_scope",
     "table_key_estimate",
@@ -94,3 +106,35 @@ def table_key_estimate(table: Any) -> int:
     """Estimated keys of ``table`` on this worker (0 before its store is opened)."""
     dbs = getattr(table.data, "_dbs", {})
     return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in dbs.values())
+
+
+#: How long one wait for buffer progress lasts before the emptiness check repeats.
+_FLUSH_POLL_S = 0.1
+
+
+async def flush_until_empty(buffer: Any) -> None:
+    """Wait until ``buffer`` (a ``ProducerBuffer``) has handed every message on."""
+    while buffer.size or getattr(buffer, "_supplyflow_in_flight", 0):
+        if buffer.state != "running":
+            raise RuntimeError("Cannot flush: Producer not Running")
+        buffer.message_sent.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(buffer.message_sent.wait(), timeout=_FLUSH_POLL_S)
+
+
+_original_send_pending = ProducerBuffer._send_pending
+
+
+async def _send_pending_counted(self: Any, fut: Any) -> None:
+    """``ProducerBuffer._send_pending`` that counts the message until the client has it."""
+    self._supplyflow_in_flight = getattr(self, "_supplyflow_in_flight", 0) + 1
+    try:
+        await _original_send_pending(self, fut)
+    finally:
+        self._supplyflow_in_flight -= 1
+
+
+def install() -> None:
+    """Apply the process-wide patches (idempotent; before the producer starts)."""
+    ProducerBuffer.flush = flush_until_empty  # type: ignore[method-assign,assignment]  # the patch
+    ProducerBuffer._send_pending = _send_pending_counted  # type: ignore[method-assign]  # the patch

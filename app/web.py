@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from supplyflow.agents.exceptions_out import OpenExceptions, book_from_wire
+from supplyflow.agents.progress import is_marker
 from supplyflow.agents.state import StateTables
 from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import CONTENT_TYPE, Metrics
@@ -124,7 +125,7 @@ def local_exceptions(
             wire = table.get(wanted["entity_id"])
             wires = [] if wire is None else [wire]
         else:
-            wires = [w for _, w in table.items()]
+            wires = [w for k, w in table.items() if not is_marker(k)]
         for wire in wires:
             book = book_from_wire(entity_type, wire)
             for record in book.latest(open_only=status == "open"):

@@ -22,7 +22,9 @@ from supplyflow.agents.entities import EntityActor, EntityKind
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
 from supplyflow.agents.ingest import DEFAULT_TUNABLES, owned_partitions, register_input_agent
 from supplyflow.agents.positions import register_position_agent
+from supplyflow.agents.progress import ProgressMarkers
 from supplyflow.agents.state import StateTables, state_table
+from supplyflow.app import faust_patches
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.faust_patches import SupplyflowApp, new_worker, table_key_estimate
 from supplyflow.app.logs import logging_config
@@ -77,6 +79,7 @@ def _seconds(value: timedelta) -> float:
 def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
     """Create the worker's Faust app, topics, agents and views."""
     register_codecs()
+    faust_patches.install()
     metrics = Metrics(registry or CollectorRegistry(), app_id=settings.app_id, version=__version__)
     brokers = [f"kafka://{host}" for host in settings.bootstrap.split(",")]
     app = SupplyflowApp(
@@ -144,7 +147,13 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     ticks = ticks_topic_name(settings)
     for topic, actor in actors.items():
         register_input_agent(
-            app, settings, topic=topic, handler=actor, metrics=metrics, ticks=(ticks, actor.tick)
+            app,
+            settings,
+            topic=topic,
+            handler=actor,
+            metrics=metrics,
+            markers=ProgressMarkers(actor.table, settings.bootstrap),
+            ticks=(ticks, actor.tick),
         )
     register_position_agent(
         app,

@@ -95,6 +95,9 @@ def start_worker(
 
 @pytest.fixture(autouse=True)
 def _delete_test_topics(bootstrap: str, names: dict[str, str]) -> Iterator[None]:
-    """Tests leave no topics behind on the shared broker."""
+    """Tests leave no topics behind on the shared broker (SUPPLYFLOW_KEEP_TOPICS=1 keeps)."""
     yield
+    if os.environ.get("SUPPLYFLOW_KEEP_TOPICS") == "1":
+        print(f"kept topics of {names['prefix']} / {names['app_id']}")
+        return
     asyncio.run(delete_topics(bootstrap, (names["prefix"], f"{names['app_id']}-")))

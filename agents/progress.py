@@ -1,0 +1,159 @@
+"""Per-partition progress markers: skip what was processed, fetch what was skipped.
+
+Faust acknowledges, without processing, records it drops around a rebalance (a record
+fetched under the previous consumer generation is "skipped"), and the offset commit that
+follows can move past them: observed as a worker jumping from offset 25 to 27 after a
+rebalance, and the records in between never processed. An at-least-once pipeline must
+not lose them, so each agent keeps, in its own table and partition, the last offset it
+processed per source topic (written after the batch's states, so the changelog holds it
+only if it holds them). Before a batch it drops records at or below the marker (replays)
+and, if the batch starts past ``marker + 1``, reads the missing records from Kafka itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+__all__ = ["GapEvent", "GapMessage", "ProgressMarkers"]
+
+log = logging.getLogger(__name__)
+
+#: Table keys of markers start with NUL, which no entity id can (ids are printable).
+_MARKER_PREFIX: Final = "\x00offset:"
+_FETCH_TIMEOUT_MS: Final = 1000
+_MAX_IDLE_FETCHES: Final = 10
+_FETCH_BYTES: Final = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class GapMessage:
+    """The fields of a Faust ``Message`` the agents read, for a record fetched directly."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class GapEvent:
+    """Stands in for a Faust event wrapping a :class:`GapMessage`."""
+
+    message: GapMessage
+
+
+def marker_key(topic: str) -> str:
+    return f"{_MARKER_PREFIX}{topic}"
+
+
+def is_marker(key: str) -> bool:
+    return key.startswith(_MARKER_PREFIX)
+
+
+class ProgressMarkers:
+    """Markers of one table; call inside the partition's scope (see ``partition_scope``)."""
+
+    def __init__(self, table: Any, bootstrap: str) -> None:
+        self.table = table
+        self.bootstrap = bootstrap
+
+    def last(self, topic: str) -> int | None:
+        value = self.table.get(marker_key(topic))
+        return None if value is None else int(value)
+
+    def record(self, topic: str, offset: int) -> None:
+        self.table[marker_key(topic)] = offset
+
+    async def complete(self, topic: str, partition: int, events: Sequence[Any]) -> list[Any]:
+        """``events`` of one partition, in order, without replays and with gaps filled."""
+        last = self.last(topic)
+        by_offset = {e.message.offset: e for e in events if last is None or e.message.offset > last}
+        if not by_offset:
+            return []
+        # A seek back during a rebalance can deliver a batch out of order or twice.
+        fresh = [by_offset[offset] for offset in sorted(by_offset)]
+        return await self._fill(topic, partition, last, fresh)
+
+    def record_all(self, topic: str, events: Sequence[Any]) -> None:
+        """Mark the highest offset among ``events`` (of one partition) as processed."""
+        if events:
+            self.record(topic, max(e.message.offset for e in events))
+
+    async def _fill(
+        self, topic: str, partition: int, last: int | None, fresh: list[Any]
+    ) -> list[Any]:
+        """Insert the records missing before and between ``fresh``'s offsets."""
+        out: list[Any] = []
+        expected = await self._gap_start(topic, partition, last)
+        for event in fresh:
+            offset = event.message.offset
+            if offset > expected:
+                missing = await self._fetch(topic, partition, expected, offset)
+                if missing:
+                    log.warning(
+                        "%s[%d]: records %d..%d were skipped by the consumer; fetched %d "
+                        "of them directly and processed them in order",
+                        topic,
+                        partition,
+                        expected,
+                        offset - 1,
+                        len(missing),
+                    )
+                    out.extend(missing)
+            out.append(event)
+            expected = offset + 1
+        return out
+
+    async def _gap_start(self, topic: str, partition: int, last: int | None) -> int:
+        # Never processed: everything from the start of the log is owed (what Faust's
+        # ``earliest`` reset would read), unless retention already removed it.
+        return 0 if last is None else last + 1
+
+    async def _fetch(self, topic: str, partition: int, start: int, end: int) -> list[GapEvent]:
+        tp = TopicPartition(topic, partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            max_partition_fetch_bytes=_FETCH_BYTES,
+        )
+        await consumer.start()
+        events: list[GapEvent] = []
+        try:
+            consumer.assign([tp])
+            beginning = (await consumer.beginning_offsets([tp]))[tp]
+            consumer.seek(tp, max(start, beginning))
+            idle = 0
+            done = False
+            while not done and idle < _MAX_IDLE_FETCHES:
+                batch = await consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)
+                idle = 0 if batch else idle + 1
+                for record in batch.get(tp, []):
+                    if record.offset >= end:
+                        done = True
+                        break
+                    events.append(
+                        GapEvent(
+                            GapMessage(
+                                topic,
+                                partition,
+                                record.offset,
+                                record.key,
+                                record.value,
+                                list(record.headers or ()),
+                                record.timestamp / 1000 if record.timestamp else None,
+                            )
+                        )
+                    )
+                    done = record.offset >= end - 1
+        finally:
+            await consumer.stop()
+        return events
