@@ -36,6 +36,7 @@ from supplyflow.app.topics import (
     read_topic,
 )
 from supplyflow.codecs import parse_dead_letter
+from supplyflow.tables.reference import POSITION_FIELDS
 
 __all__ = ["run_demo"]
 
@@ -56,15 +57,7 @@ def _processed(worker: WorkerProcess) -> float:
 
 _LIVE_PAUSE_S: Final = 0.15
 _QUIET_S: Final = 1.5
-_SHOWN_FIELDS: Final = (
-    "on_hand",
-    "allocated",
-    "available",
-    "inbound",
-    "in_transit",
-    "reserved",
-    "projected",
-)
+_SHOWN_FIELDS: Final = POSITION_FIELDS
 
 
 async def _tail_positions(settings: Settings, stop: asyncio.Event) -> None:

@@ -7,6 +7,7 @@ are compared with the old ones; the differences are the position deltas it emits
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -23,6 +24,7 @@ __all__ = [
     "Rejection",
     "Vec",
     "add_into",
+    "check_lines",
     "diff",
     "epoch_ms",
     "iso_ms",
@@ -102,6 +104,22 @@ def iso_ms(ms: int) -> str:
 
 def epoch_ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
+
+
+def check_lines(entity_id: str, known: Mapping[int, Any], lines: Iterable[Any]) -> Rejection | None:
+    """A ``line_mismatch`` if a line number is unknown or names another SKU, else None."""
+    for line in lines:
+        existing = known.get(line.line_no)
+        if existing is None:
+            return Rejection(
+                "line_mismatch", f"{entity_id} has no line {line.line_no} (sku {line.sku})"
+            )
+        if existing.sku != line.sku:
+            return Rejection(
+                "line_mismatch",
+                f"{entity_id} line {line.line_no} is {existing.sku}, not {line.sku}",
+            )
+    return None
 
 
 def remember_event(event_ids: list[str], event_id: str) -> bool:

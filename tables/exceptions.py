@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 __all__ = [
     "RULES",
@@ -32,16 +32,7 @@ Rule = Literal[
     "OVERALLOCATION",
     "INVENTORY_MISMATCH",
 ]
-RULES: Final[tuple[Rule, ...]] = (
-    "ACK_MISSING",
-    "ACK_REJECTED",
-    "INVOICE_MISSING",
-    "RECEIPT_REVISION_MISMATCH",
-    "OVER_RECEIPT",
-    "ASN_MISSING",
-    "OVERALLOCATION",
-    "INVENTORY_MISMATCH",
-)
+RULES: Final[tuple[Rule, ...]] = get_args(Rule)
 EntityType = Literal["po", "order", "position"]
 
 

@@ -34,6 +34,7 @@ from supplyflow.tables.common import (
     Contributions,
     Rejection,
     add_into,
+    check_lines,
     diff,
     epoch_ms,
     iso_ms,
@@ -149,21 +150,6 @@ def order_contributions(state: OrderState) -> Contributions:
     return out
 
 
-def _check_lines(state: OrderState, lines: tuple[Line, ...]) -> Rejection | None:
-    for line in lines:
-        known = state.lines.get(line.line_no)
-        if known is None:
-            return Rejection(
-                "line_mismatch", f"{state.order_id} has no line {line.line_no} (sku {line.sku})"
-            )
-        if known.sku != line.sku:
-            return Rejection(
-                "line_mismatch",
-                f"{state.order_id} line {line.line_no} is {known.sku}, not {line.sku}",
-            )
-    return None
-
-
 def _by_line(lines: tuple[Line, ...]) -> dict[int, int]:
     return {line.line_no: line.qty for line in lines}
 
@@ -218,7 +204,7 @@ def apply_order_event(
             "INVOICE_MISSING", {"shipment_id": shipment_id}, event_id=event.event_id, now=now
         )
     else:
-        rejection = _check_lines(state, event.data.lines)
+        rejection = check_lines(state.order_id, state.lines, event.data.lines)
         if rejection is not None:
             return state, rejection
         if isinstance(event, OrderAllocated):

@@ -33,6 +33,7 @@ from supplyflow.tables.common import (
     Contributions,
     Rejection,
     add_into,
+    check_lines,
     diff,
     epoch_ms,
     iso_ms,
@@ -161,21 +162,6 @@ def po_contributions(state: PoState) -> Contributions:
     return out
 
 
-def _check_lines(state: PoState, lines: tuple[Line, ...]) -> Rejection | None:
-    for line in lines:
-        known = state.lines.get(line.line_no)
-        if known is None:
-            return Rejection(
-                "line_mismatch", f"{state.po_id} has no line {line.line_no} (sku {line.sku})"
-            )
-        if known.sku != line.sku:
-            return Rejection(
-                "line_mismatch",
-                f"{state.po_id} line {line.line_no} is {known.sku}, not {line.sku}",
-            )
-    return None
-
-
 def _new_po(event: PoCreated) -> PoState:
     data = event.data
     return PoState(
@@ -253,12 +239,12 @@ def apply_po_event(
             applied.sync.append((ack.system, max(0.0, seconds)))
             return state, applied
     elif isinstance(event, AsnIssued):
-        rejection = _check_lines(state, event.data.lines)
+        rejection = check_lines(state.po_id, state.lines, event.data.lines)
         if rejection is not None:
             return state, rejection
         state.asns[event.data.asn_id] = _sum_lines(event.data.lines)
     elif isinstance(event, GoodsReceived):
-        rejection = _check_lines(state, event.data.lines)
+        rejection = check_lines(state.po_id, state.lines, event.data.lines)
         if rejection is not None:
             return state, rejection
         state.receipts[event.data.receipt_id] = Receipt(
