@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KAFKA_PORT ?= 9092
 export SUPPLYFLOW_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 
-.PHONY: venv demo test test-unit test-integration lint typecheck kafka-up kafka-down clean system-deps
+.PHONY: venv demo test faults test-unit test-integration lint typecheck kafka-up kafka-down clean system-deps
 
 # Debian packages the test suite drives: Chromium + ChromeDriver (status page in a real
 # browser) and Prometheus's promtool (metrics and config checks). Installed only if missing.
@@ -55,8 +55,18 @@ test: venv system-deps
 	if ! $(BIN)/supplyflow kafka ping >/dev/null 2>&1; then \
 	  $(BIN)/supplyflow kafka up --port $(KAFKA_PORT) || exit 1; started=1; \
 	fi; \
-	$(BIN)/pytest; rc=$$?; \
+	$(BIN)/pytest -m "not faults"; rc=$$?; \
 	if [ $$rc -ne 0 ]; then echo "--- broker log tail ---"; $(BIN)/supplyflow kafka logs --port $(KAFKA_PORT) | tail -40; fi; \
+	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
+	exit $$rc
+
+# Fault-injection tests (SIGKILL mid-stream). Known to fail now and then: see README.
+faults: venv system-deps
+	@started=0; \
+	if ! $(BIN)/supplyflow kafka ping >/dev/null 2>&1; then \
+	  $(BIN)/supplyflow kafka up --port $(KAFKA_PORT) || exit 1; started=1; \
+	fi; \
+	$(BIN)/pytest -m faults; rc=$$?; \
 	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
 	exit $$rc
 

@@ -18,10 +18,6 @@
    commit that follows then overtakes unsent changelog records, and a worker killed at
    that moment loses table writes whose input is already committed (found by the SIGKILL
    integration test: state lost, its position deltas never emitted).
-8. :class:`FastPathConsumer`: while the flow is not suspended, the consumer awaits the
-   delivery of a record to its streams directly instead of through ``wait_first`` (which
-   starts four tasks per record to race delivery against a rebalance, stop and crash).
-   When the flow is suspended, or for any other use, Faust's ``wait_first`` runs as is.
 6. :func:`table_key_estimate`: RocksDB's own key count estimate over a table's open
    partition databases (Faust keeps them in a private mapping).
 5. :func:`new_worker`: a ``faust.Worker`` without its terminal spinner. The spinner hooks
@@ -40,14 +36,12 @@ from typing import Any, ClassVar
 
 import faust
 from faust.streams import _current_event
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from supplyflow.codecs.serializers import MSGPACK_CODEC
 
 __all__ = [
-    "FastPathConsumer",
     "MsgpackTable",
     "QuietWeb",
     "SupplyflowApp",
@@ -140,31 +134,7 @@ async def _send_pending_counted(self: Any, fut: Any) -> None:
         self._supplyflow_in_flight -= 1
 
 
-def _is_suspend_wait(consumer: Any, coro: Any) -> bool:
-    """True if ``coro`` is an unstarted ``consumer.suspend_flow.wait()``."""
-    frame = getattr(coro, "cr_frame", None)
-    return frame is not None and frame.f_locals.get("self") is consumer.suspend_flow
-
-
-class FastPathConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer with a direct path for delivering records."""
-
-    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109 - overrides mode
-        if (
-            timeout is None
-            and len(coros) == 2
-            and not self.suspend_flow.is_set()
-            and not self.should_stop
-            and _is_suspend_wait(self, coros[1])
-        ):
-            coros[1].close()  # never started: nothing to cancel
-            await coros[0]
-            return None  # the drain loop does not read the result
-        return await super().wait_first(*coros, timeout=timeout)
-
-
 def install() -> None:
     """Apply the process-wide patches (idempotent; before the producer starts)."""
-    faust_aiokafka.Transport.Consumer = FastPathConsumer
     ProducerBuffer.flush = flush_until_empty  # type: ignore[method-assign,assignment]  # the patch
     ProducerBuffer._send_pending = _send_pending_counted  # type: ignore[method-assign]  # the patch

@@ -78,25 +78,3 @@ def test_partition_scope_sets_and_restores_the_current_event() -> None:
     with faust_patches.partition_scope(event):
         assert current_event() is event
     assert current_event() is None
-
-
-def test_install_uses_the_fast_path_consumer() -> None:
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    faust_patches.install()
-    assert faust_aiokafka.Transport.Consumer is faust_patches.FastPathConsumer
-
-
-async def test_suspend_wait_is_recognised_only_for_the_consumers_own_event() -> None:
-    class Holder:
-        suspend_flow = asyncio.Event()
-
-    holder = Holder()
-    own = holder.suspend_flow.wait()
-    other = asyncio.Event().wait()
-    try:
-        assert faust_patches._is_suspend_wait(holder, own)
-        assert not faust_patches._is_suspend_wait(holder, other)
-    finally:
-        own.close()
-        other.close()
