@@ -30,6 +30,7 @@ __all__ = [
     "iso_ms",
     "position_key",
     "remember_event",
+    "settle",
 ]
 
 #: Indexes of a contribution vector (integer thousandths of a unit).
@@ -120,6 +121,15 @@ def check_lines(entity_id: str, known: Mapping[int, Any], lines: Iterable[Any]) 
                 f"{entity_id} line {line.line_no} is {existing.sku}, not {line.sku}",
             )
     return None
+
+
+def settle(state: Any, new: Contributions, offset: int, occurred_at: datetime) -> dict[str, Vec]:
+    """Store a PO's or order's new contributions, version and time; return the deltas."""
+    deltas = diff(state.contributions, new)
+    state.contributions = {k: v for k, v in new.items() if any(v)}
+    state.offset = max(state.offset, offset)
+    state.updated_at = iso_ms(epoch_ms(occurred_at))
+    return deltas
 
 
 def remember_event(event_ids: list[str], event_id: str) -> bool:

@@ -35,11 +35,11 @@ from supplyflow.tables.common import (
     Rejection,
     add_into,
     check_lines,
-    diff,
     epoch_ms,
     iso_ms,
     position_key,
     remember_event,
+    settle,
 )
 from supplyflow.tables.exceptions import ExceptionBook, Rules, Transition
 
@@ -232,11 +232,7 @@ def apply_order_event(
 
 
 def _finish(state: OrderState, event: OrderEvent, offset: int, book: ExceptionBook) -> Applied:
-    new = order_contributions(state)
-    deltas = diff(state.contributions, new)
-    state.contributions = {k: v for k, v in new.items() if any(v)}
-    state.offset = max(state.offset, offset)
-    state.updated_at = iso_ms(epoch_ms(event.occurred_at))
+    deltas = settle(state, order_contributions(state), offset, event.occurred_at)
     return Applied("applied", deltas, book.transitions)
 
 

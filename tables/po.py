@@ -34,11 +34,11 @@ from supplyflow.tables.common import (
     Rejection,
     add_into,
     check_lines,
-    diff,
     epoch_ms,
     iso_ms,
     position_key,
     remember_event,
+    settle,
 )
 from supplyflow.tables.exceptions import ExceptionBook, Rules, Transition
 
@@ -262,11 +262,7 @@ def _sum_lines(lines: tuple[Line, ...]) -> dict[int, int]:
 
 
 def _finish(state: PoState, event: PoEvent, offset: int, book: ExceptionBook) -> Applied:
-    new = po_contributions(state)
-    deltas = diff(state.contributions, new)
-    state.contributions = {k: v for k, v in new.items() if any(v)}
-    state.offset = max(state.offset, offset)
-    state.updated_at = iso_ms(epoch_ms(event.occurred_at))
+    deltas = settle(state, po_contributions(state), offset, event.occurred_at)
     return Applied("applied", deltas, book.transitions)
 
 
