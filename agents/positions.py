@@ -25,7 +25,7 @@ from supplyflow.agents.ingest import (
     decode_batch,
     observe_processed,
 )
-from supplyflow.agents.progress import ProgressMarkers
+from supplyflow.agents.progress import ProgressMarkers, merge_completed
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
@@ -86,17 +86,17 @@ class PositionActor:
                     )
 
     async def _complete(self, partition: int, events: list[Any]) -> list[Any]:
-        """Both topics' events of one partition: replays dropped, skipped ones fetched."""
-        out: list[Any] = []
-        fresh: set[tuple[str, int]] = set()
-        for topic in (self.inventory_topic, self.deltas_topic):
-            mine = [e for e in events if e.message.topic == topic]
-            completed = await self.markers.complete(topic, partition, mine)
-            live = {id(e) for e in mine}
-            out.extend(e for e in completed if id(e) not in live)  # fetched gaps first
-            fresh.update((topic, e.message.offset) for e in completed if id(e) in live)
-        out.extend(e for e in events if (e.message.topic, e.message.offset) in fresh)
-        return out
+        """Both topics' events of one partition: replays dropped, skipped ones fetched.
+
+        Each topic's records stay in offset order (watermarks skip anything at or below
+        the highest offset applied, so a fetched record must never overtake an earlier
+        live one); the two topics stay interleaved as they arrived.
+        """
+        return await merge_completed(
+            events,
+            [self.inventory_topic, self.deltas_topic],
+            lambda topic, mine: self.markers.complete(topic, partition, mine),
+        )
 
     async def _process_partition(self, partition: int, events: list[Any]) -> None:
         work = _PartitionBatch(self.table, record_time(datetime.now(UTC)))

@@ -13,13 +13,13 @@ and, if the batch starts past ``marker + 1``, reads the missing records from Kaf
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-__all__ = ["GapEvent", "GapMessage", "ProgressMarkers"]
+__all__ = ["GapEvent", "GapMessage", "ProgressMarkers", "merge_completed"]
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +157,34 @@ class ProgressMarkers:
         finally:
             await consumer.stop()
         return events
+
+
+#: Completes one topic's live events of a partition (see :meth:`ProgressMarkers.complete`).
+Completer = Callable[[str, list[Any]], Awaitable[list[Any]]]
+
+
+async def merge_completed(
+    events: Sequence[Any], topics: Sequence[str], complete: Completer
+) -> list[Any]:
+    """Complete each topic's events of one partition and merge them back in arrival order.
+
+    Every topic's completed records keep their offset order: a record fetched to fill a
+    gap comes right before the first live record after it, never ahead of an earlier live
+    one (offset watermarks would then drop that one as a replay). Records of different
+    topics keep the interleaving in which they arrived.
+    """
+    queues: dict[str, list[Any]] = {}
+    for topic in topics:
+        mine = [e for e in events if e.message.topic == topic]
+        queues[topic] = (await complete(topic, mine))[::-1]  # reversed: pop() from the front
+    out: list[Any] = []
+    for event in events:
+        queue = queues.get(event.message.topic)
+        if not queue:
+            continue  # a replay, dropped (or a topic not completed here)
+        offset = event.message.offset  # this record, and any fetched ones before it
+        while queue and queue[-1].message.offset <= offset:
+            out.append(queue.pop())
+    for topic in topics:  # fetched records after the last live one (none expected)
+        out.extend(reversed(queues[topic]))
+    return out
