@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         default=timedelta(seconds=60),
         description="how long the group waits for a silent worker before rebalancing",
     )
+    batch_max: int = Field(
+        default=2000, ge=1, le=100_000, description="most records an agent takes per batch"
+    )
+    batch_window: Duration = Field(
+        default=timedelta(milliseconds=10),
+        description="longest wait for a batch to fill: latency added at low load",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -156,12 +163,12 @@ class Settings(BaseSettings):
             return None if value.strip() in ("", "none", "off") else parse_duration(value)
         return value
 
-    @field_validator("deadline_grace", "broker_session_timeout", mode="before")
+    @field_validator("deadline_grace", "broker_session_timeout", "batch_window", mode="before")
     @classmethod
     def _parse_duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
 
-    @field_serializer("deadline_grace", "broker_session_timeout", "sla_invoice")
+    @field_serializer("deadline_grace", "broker_session_timeout", "batch_window", "sla_invoice")
     def _dump_duration(self, value: timedelta | None) -> str | None:
         return None if value is None else format_duration(value)
 

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from supplyflow import __version__
 from supplyflow.agents.entities import EntityActor, EntityKind
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
-from supplyflow.agents.ingest import DEFAULT_TUNABLES, owned_partitions, register_input_agent
+from supplyflow.agents.ingest import IngestTunables, owned_partitions, register_input_agent
 from supplyflow.agents.positions import register_position_agent
 from supplyflow.agents.progress import ProgressMarkers
 from supplyflow.agents.state import StateTables, state_table
@@ -145,6 +145,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         )
     }
     ticks = ticks_topic_name(settings)
+    tunables = IngestTunables(settings.batch_max, settings.batch_window.total_seconds())
     for topic, actor in actors.items():
         register_input_agent(
             app,
@@ -154,6 +155,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             metrics=metrics,
             markers=ProgressMarkers(actor.table, settings.bootstrap),
             ticks=(ticks, actor.tick),
+            tunables=tunables,
         )
     register_position_agent(
         app,
@@ -161,7 +163,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         table=tables.position,
         metrics=metrics,
         emitter=emitter,
-        tunables=DEFAULT_TUNABLES,
+        tunables=tunables,
     )
     register_ticker(app, ticks)
 

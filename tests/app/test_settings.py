@@ -37,6 +37,8 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPPLYFLOW_RECEIPT_TOLERANCE_PCT", "2.5")
     monkeypatch.setenv("SUPPLYFLOW_TOPIC_PREFIX", "acme.")
     monkeypatch.setenv("SUPPLYFLOW_PARTITIONS", "3")
+    monkeypatch.setenv("SUPPLYFLOW_BATCH_MAX", "500")
+    monkeypatch.setenv("SUPPLYFLOW_BATCH_WINDOW", "50ms")
     s = load_settings()
     assert s.sla_po_ack == {
         "erp": timedelta(seconds=30),
@@ -48,6 +50,8 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.receipt_tolerance_pct == Decimal("2.5")
     assert s.topic("po.events") == "acme.po.events"
     assert s.partitions == 3
+    assert s.batch_max == 500
+    assert s.batch_window == timedelta(milliseconds=50)
 
 
 @pytest.mark.parametrize(
@@ -63,6 +67,8 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SUPPLYFLOW_TOPIC_PREFIX", "bad prefix/"),
         ("SUPPLYFLOW_RECEIPT_TOLERANCE_PCT", "-1"),
         ("SUPPLYFLOW_WEB_PORT", "70000"),
+        ("SUPPLYFLOW_BATCH_MAX", "0"),
+        ("SUPPLYFLOW_BATCH_WINDOW", "0ms"),
     ],
 )
 def test_bad_value_names_the_setting(
