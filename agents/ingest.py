@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from faust.types import TP
+
 from supplyflow.agents.progress import ProgressMarkers
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import DEAD_LETTERED, Metrics
@@ -30,6 +32,7 @@ __all__ = [
     "Rejected",
     "by_partition",
     "decode_batch",
+    "end_offset",
     "register_input_agent",
 ]
 
@@ -130,6 +133,15 @@ def owned_partitions(app: Any, topic: str) -> frozenset[int]:
     return frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
 
 
+def end_offset(app: Any, topic: str, partition: int) -> int | None:
+    """The offset the next record of ``topic[partition]`` gets, as last fetched (or None)."""
+    try:
+        end = app.consumer.highwater(TP(topic, partition))
+    except AssertionError:  # aiokafka: the partition was revoked meanwhile
+        return None
+    return None if end is None else int(end)
+
+
 def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
     """The dead-letter entry for an event the domain rejected."""
     msg = item.source.message
@@ -228,6 +240,41 @@ def register_input_agent(
     max_bytes = settings.max_record_bytes
     batch_sizes = metrics.batch_size.labels(topic=topic)
 
+    async def process(groups: dict[int, list[Any]], scopes: dict[int, Any]) -> None:
+        """Apply each partition's records (completed: no replays, no gaps), in order."""
+        batch: list[Any] = []
+        for partition, group in groups.items():
+            with partition_scope(scopes[partition]):
+                groups[partition] = await markers.complete(input_name, partition, group)
+            batch.extend(groups[partition])
+        accepted, rejected = decode_batch(topic, batch, max_bytes=max_bytes)
+        if accepted:
+            results = await handler(accepted)
+            for item, result in zip(accepted, results, strict=True):
+                if isinstance(result, DecodeError):
+                    rejected.append(rejected_from(item, result))
+                else:
+                    metrics.events.labels(topic=topic, type=item.event.type, outcome=result).inc()
+        futures = await dead_letters.send(rejected)
+        if futures:
+            await asyncio.gather(*futures)
+        for partition, completed in groups.items():
+            with partition_scope(scopes[partition]):
+                markers.record_all(input_name, completed)
+        if batch:
+            batch_sizes.observe(len(batch))
+            observe_processed(metrics, topic, batch)
+
+    async def on_tick(partition: int, tick: Any, owned: frozenset[int]) -> None:
+        """Records the consumer never delivered, then the deadlines due."""
+        with partition_scope(tick):
+            end = end_offset(app, input_name, partition)
+            missing = await markers.stalled(input_name, partition, end)
+        if missing:
+            await process({partition: list(missing)}, {partition: tick})
+        if ticks:
+            await ticks[1](partition, tick, owned)
+
     async def consume(stream: Any) -> None:
         async for events in stream.take_events(tunables.batch_max, tunables.batch_window_s):
             ticked = {e.message.partition: e for e in events if e.message.topic != input_name}
@@ -235,37 +282,12 @@ def register_input_agent(
             for event in events:
                 if event.message.topic == input_name:
                     groups.setdefault(event.message.partition, []).append(event)
-            batch: list[Any] = []
-            scopes: dict[int, Any] = {}
-            for partition, group in groups.items():
-                scopes[partition] = group[-1]
-                with partition_scope(group[-1]):
-                    completed = await markers.complete(input_name, partition, group)
-                groups[partition] = completed
-                batch.extend(completed)
-            accepted, rejected = decode_batch(topic, batch, max_bytes=max_bytes)
-            if accepted:
-                results = await handler(accepted)
-                for item, result in zip(accepted, results, strict=True):
-                    if isinstance(result, DecodeError):
-                        rejected.append(rejected_from(item, result))
-                    else:
-                        metrics.events.labels(
-                            topic=topic, type=item.event.type, outcome=result
-                        ).inc()
-            futures = await dead_letters.send(rejected)
-            if futures:
-                await asyncio.gather(*futures)
-            for partition, completed in groups.items():
-                with partition_scope(scopes[partition]):
-                    markers.record_all(input_name, completed)
-            if ticks and ticked:
+            if groups:
+                await process(groups, {p: group[-1] for p, group in groups.items()})
+            if ticked:
                 owned = owned_partitions(app, input_name)
                 for partition, tick in ticked.items():
                     if partition in owned:
-                        await ticks[1](partition, tick, owned)
-            if batch:
-                batch_sizes.observe(len(batch))
-                observe_processed(metrics, topic, batch)
+                        await on_tick(partition, tick, owned)
 
     return app.agent(source, name=f"supplyflow.input.{topic}", concurrency=1)(consume)

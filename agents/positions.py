@@ -4,7 +4,9 @@ It consumes ``inventory.events`` (keyed ``SKU@LOCATION``) and the internal delta
 (same keys, same partition count), so partition *p* of both belongs to the worker that
 owns the positions of partition *p*. After each batch it emits every changed position to
 ``inventory.positions``, waits for Kafka to take them, and then writes the states: a
-crash in between replays into the same outputs rather than losing one.
+crash in between replays into the same outputs rather than losing one. It also consumes
+the ticks topic: on each tick of a partition it owns it fetches records the consumer went
+past without delivering (see :mod:`supplyflow.agents.progress`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ from supplyflow.agents.ingest import (
     DeadLetters,
     IngestTunables,
     decode_batch,
+    end_offset,
     observe_processed,
+    owned_partitions,
 )
 from supplyflow.agents.progress import ProgressMarkers, merge_completed
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
-from supplyflow.app.topics import INVENTORY_EVENTS, POSITIONS, deltas_topic_name
+from supplyflow.app.topics import (
+    INVENTORY_EVENTS,
+    POSITIONS,
+    deltas_topic_name,
+    ticks_topic_name,
+)
 from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
 from supplyflow.tables.common import epoch_ms
 from supplyflow.tables.exceptions import Transition
@@ -59,7 +68,10 @@ class PositionActor:
         emitter: ExceptionEmitter,
         markers: ProgressMarkers,
         deltas_topic: str,
+        ticks_topic: str,
     ) -> None:
+        self.app = app
+        self.ticks_topic = ticks_topic
         self.emitter = emitter
         self.markers = markers
         self.deltas_topic = deltas_topic
@@ -74,16 +86,35 @@ class PositionActor:
 
     async def process(self, batch: Sequence[Any]) -> None:
         groups: dict[int, list[Any]] = {}
+        ticked: dict[int, Any] = {}
         for event in batch:
-            groups.setdefault(event.message.partition, []).append(event)
+            if event.message.topic == self.ticks_topic:
+                ticked[event.message.partition] = event
+            else:
+                groups.setdefault(event.message.partition, []).append(event)
         for partition, events in groups.items():
-            with partition_scope(events[-1]):
-                completed = await self._complete(partition, events)
-                await self._process_partition(partition, completed)
-                for topic in (self.inventory_topic, self.deltas_topic):
-                    self.markers.record_all(
-                        topic, [e for e in completed if e.message.topic == topic]
-                    )
+            await self._process(partition, events, events[-1])
+        if ticked:
+            owned = owned_partitions(self.app, self.inventory_topic)
+            for partition, tick in ticked.items():
+                if partition in owned:
+                    await self._repair(partition, tick)
+
+    async def _process(self, partition: int, events: list[Any], scope: Any) -> None:
+        with partition_scope(scope):
+            completed = await self._complete(partition, events)
+            await self._process_partition(partition, completed)
+            for topic in (self.inventory_topic, self.deltas_topic):
+                self.markers.record_all(topic, [e for e in completed if e.message.topic == topic])
+
+    async def _repair(self, partition: int, tick: Any) -> None:
+        """Process the records of ``partition`` the consumer went past (see progress)."""
+        for topic in (self.inventory_topic, self.deltas_topic):
+            with partition_scope(tick):
+                end = end_offset(self.app, topic, partition)
+                missing = await self.markers.stalled(topic, partition, end)
+            if missing:
+                await self._process(partition, list(missing), tick)
 
     async def _complete(self, partition: int, events: list[Any]) -> list[Any]:
         """Both topics' events of one partition: replays dropped, skipped ones fetched.
@@ -196,6 +227,7 @@ def register_position_agent(
     source = app.topic(
         settings.topic(INVENTORY_EVENTS),
         deltas_topic_name(settings),
+        ticks_topic_name(settings),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
@@ -211,6 +243,7 @@ def register_position_agent(
         emitter=emitter,
         markers=ProgressMarkers(table, settings.bootstrap),
         deltas_topic=deltas_topic_name(settings),
+        ticks_topic=ticks_topic_name(settings),
     )
     batch_sizes = metrics.batch_size.labels(topic="positions")
 

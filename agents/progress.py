@@ -8,6 +8,14 @@ not lose them, so each agent keeps, in its own table and partition, the last off
 processed per source topic (written after the batch's states, so the changelog holds it
 only if it holds them). Before a batch it drops records at or below the marker (replays)
 and, if the batch starts past ``marker + 1``, reads the missing records from Kafka itself.
+
+A skip at the *end* of a partition has no later record to reveal it (observed after a
+SIGKILL and restart: the consumer went past offsets 1..80 of a partition that got no
+more input, and the worker never processed them). So on every tick of a partition,
+:meth:`ProgressMarkers.stalled` compares the marker with the partition's end offset: if
+records exist past the marker and the marker has not moved since the previous tick, they
+are fetched directly too. Fetching records that were merely late is harmless: when the
+consumer delivers them after all, they are at or below the marker and dropped.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ _MARKER_PREFIX: Final = "\x00offset:"
 _FETCH_TIMEOUT_MS: Final = 1000
 _MAX_IDLE_FETCHES: Final = 10
 _FETCH_BYTES: Final = 8 * 1024 * 1024
+#: Most records one stall repair fetches (the next tick continues from there).
+REPAIR_MAX: Final = 5000
+_UNSEEN: Final = -2
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +75,8 @@ class ProgressMarkers:
     def __init__(self, table: Any, bootstrap: str) -> None:
         self.table = table
         self.bootstrap = bootstrap
+        #: (topic, partition) -> the marker seen at the previous stall check
+        self._checked: dict[tuple[str, int], int | None] = {}
 
     def last(self, topic: str) -> int | None:
         value = self.table.get(marker_key(topic))
@@ -81,6 +94,32 @@ class ProgressMarkers:
         # A seek back during a rebalance can deliver a batch out of order or twice.
         fresh = [by_offset[offset] for offset in sorted(by_offset)]
         return await self._fill(topic, partition, last, fresh)
+
+    async def stalled(self, topic: str, partition: int, end: int | None) -> list[GapEvent]:
+        """The records after the marker, if progress stalled with records left in Kafka.
+
+        Call on every tick of ``partition``, in its scope; ``end`` is the offset Kafka
+        gives the next record of the partition (None: unknown yet). Returns nothing unless
+        the marker is where it was at the previous check and records remain past it.
+        """
+        last = self.last(topic)
+        previous = self._checked.get((topic, partition), _UNSEEN)
+        self._checked[(topic, partition)] = last
+        start = 0 if last is None else last + 1
+        if end is None or start >= end or previous != last:
+            return []
+        missing = await self._fetch(topic, partition, start, min(end, start + REPAIR_MAX))
+        if missing:
+            log.warning(
+                "%s[%d]: records %d..%d were not delivered by the consumer; fetched %d of "
+                "them directly and processed them in order",
+                topic,
+                partition,
+                start,
+                missing[-1].message.offset,
+                len(missing),
+            )
+        return missing
 
     def record_all(self, topic: str, events: Sequence[Any]) -> None:
         """Mark the highest offset among ``events`` (of one partition) as processed."""
@@ -132,28 +171,28 @@ class ProgressMarkers:
             beginning = (await consumer.beginning_offsets([tp]))[tp]
             consumer.seek(tp, max(start, beginning))
             idle = 0
-            done = False
-            while not done and idle < _MAX_IDLE_FETCHES:
+            while idle < _MAX_IDLE_FETCHES:
                 batch = await consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)
                 idle = 0 if batch else idle + 1
-                for record in batch.get(tp, []):
-                    if record.offset >= end:
-                        done = True
-                        break
-                    events.append(
-                        GapEvent(
-                            GapMessage(
-                                topic,
-                                partition,
-                                record.offset,
-                                record.key,
-                                record.value,
-                                list(record.headers or ()),
-                                record.timestamp / 1000 if record.timestamp else None,
-                            )
+                events.extend(
+                    GapEvent(
+                        GapMessage(
+                            topic,
+                            partition,
+                            record.offset,
+                            record.key,
+                            record.value,
+                            list(record.headers or ()),
+                            record.timestamp / 1000 if record.timestamp else None,
                         )
                     )
-                    done = record.offset >= end - 1
+                    for record in batch.get(tp, [])
+                    if record.offset < end
+                )
+                # The position, not the last record seen: offsets without a record
+                # (compaction, transaction markers) must not keep the fetch waiting.
+                if await consumer.position(tp) >= end:
+                    break
         finally:
             await consumer.stop()
         return events
