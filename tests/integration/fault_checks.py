@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import msgpack
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ, EXCEPTIONS, POSITIONS
@@ -49,6 +49,8 @@ __all__ = ["Report", "Row", "TopicTail", "Verifier", "milli_position", "render_t
 
 _FETCH_BYTES: Final = 8 * 1024 * 1024
 _FETCH_TIMEOUT_MS: Final = 500
+#: How long a reader may wait for the topic's partitions (the topics exist by then).
+_ASSIGN_S: Final = 30.0
 #: Problems listed per category in a failure message.
 SHOWN: Final = 8
 
@@ -69,6 +71,7 @@ class TopicTail:
         """The records added since the last call, up to the end offsets at this call."""
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(
+                self.topic,
                 bootstrap_servers=self.bootstrap,
                 enable_auto_commit=False,
                 group_id=None,
@@ -76,10 +79,11 @@ class TopicTail:
                 max_partition_fetch_bytes=_FETCH_BYTES,
             )
             await self._consumer.start()
-            partitions = await self._consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            self._consumer.assign(tps)
-            await self._consumer.seek_to_beginning(*tps)
+            deadline = asyncio.get_running_loop().time() + _ASSIGN_S
+            while not self._consumer.assignment():
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"no partitions of {self.topic} after {_ASSIGN_S}s")
+                await asyncio.sleep(0.05)
         consumer = self._consumer
         tps = sorted(consumer.assignment())
         ends = await consumer.end_offsets(tps)
