@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import msgpack
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ, EXCEPTIONS, POSITIONS
@@ -49,8 +49,9 @@ __all__ = ["Report", "Row", "TopicTail", "Verifier", "milli_position", "render_t
 
 _FETCH_BYTES: Final = 8 * 1024 * 1024
 _FETCH_TIMEOUT_MS: Final = 500
-#: How long a reader may wait for the topic's partitions (the topics exist by then).
-_ASSIGN_S: Final = 30.0
+#: Reading what a topic holds (a few 100k records at most) never takes this long.
+_READ_S: Final = 120.0
+_READ_ATTEMPTS: Final = 3
 #: Problems listed per category in a failure message.
 SHOWN: Final = 8
 
@@ -60,46 +61,58 @@ def milli_position(record: dict[str, Any]) -> dict[str, int]:
 
 
 class TopicTail:
-    """All records of a topic: read from the start once, then only what was added."""
+    """All records of a topic: read from the start once, then only what was added.
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    Each read uses a fresh consumer positioned where the previous read ended: a consumer
+    kept across reads would sit on an event loop that does not run between them.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self._consumer: AIOKafkaConsumer | None = None
+        self.partitions = partitions
+        self._next: dict[TopicPartition, int] = {}
 
     async def read_new(self) -> list[Any]:
         """The records added since the last call, up to the end offsets at this call."""
-        if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(
-                self.topic,
-                bootstrap_servers=self.bootstrap,
-                enable_auto_commit=False,
-                group_id=None,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=_FETCH_BYTES,
-            )
-            await self._consumer.start()
-            deadline = asyncio.get_running_loop().time() + _ASSIGN_S
-            while not self._consumer.assignment():
-                if asyncio.get_running_loop().time() > deadline:
-                    raise AssertionError(f"no partitions of {self.topic} after {_ASSIGN_S}s")
-                await asyncio.sleep(0.05)
-        consumer = self._consumer
-        tps = sorted(consumer.assignment())
-        ends = await consumer.end_offsets(tps)
-        out: list[Any] = []
-        pending = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=_FETCH_TIMEOUT_MS)
-            for records in batch.values():
-                out.extend(records)
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
-        return out
+        for attempt in range(1, _READ_ATTEMPTS + 1):
+            try:
+                return await asyncio.wait_for(self._read(), _READ_S)
+            except TimeoutError:
+                if attempt == _READ_ATTEMPTS:
+                    raise AssertionError(
+                        f"reading {self.topic} took over {_READ_S:.0f}s {attempt} times"
+                    ) from None
+        raise AssertionError("unreachable")
 
-    async def close(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+    async def _read(self) -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            max_partition_fetch_bytes=_FETCH_BYTES,
+        )
+        await consumer.start()
+        out: list[Any] = []
+        try:
+            tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, self._next.get(tp, 0))
+            ends = await consumer.end_offsets(tps)
+            fresh: dict[TopicPartition, int] = {}
+            pending = [tp for tp in tps if self._next.get(tp, 0) < ends[tp]]
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=_FETCH_TIMEOUT_MS)
+                for records in batch.values():
+                    out.extend(records)
+                for tp in pending:
+                    fresh[tp] = await consumer.position(tp)
+                pending = [tp for tp in pending if fresh[tp] < ends[tp]]
+            self._next.update(fresh)
+        finally:
+            await consumer.stop()
+        return out
 
 
 @dataclass
@@ -146,14 +159,16 @@ class Verifier:
         self.settings = settings
         self.expected = expected
         self._runner = asyncio.Runner()
-        changelog = f"{settings.app_id}-{{}}-changelog"
+        # Every one of these topics has the configured partition count (tables included).
+        names = {
+            "positions": settings.topic(POSITIONS),
+            "dlq": settings.topic(DLQ),
+            "exceptions": settings.topic(EXCEPTIONS),
+            **{t: f"{settings.app_id}-{t}-changelog" for t in ("po", "order", "position")},
+        }
         self._tails = {
-            "positions": TopicTail(settings.bootstrap, settings.topic(POSITIONS)),
-            "dlq": TopicTail(settings.bootstrap, settings.topic(DLQ)),
-            "exceptions": TopicTail(settings.bootstrap, settings.topic(EXCEPTIONS)),
-            "po": TopicTail(settings.bootstrap, changelog.format("po")),
-            "order": TopicTail(settings.bootstrap, changelog.format("order")),
-            "position": TopicTail(settings.bootstrap, changelog.format("position")),
+            kind: TopicTail(settings.bootstrap, topic, settings.partitions)
+            for kind, topic in names.items()
         }
         self.positions: dict[str, dict[str, int]] = {}
         self.dead_letters: Counter[tuple[str, int, int]] = Counter()
@@ -162,8 +177,6 @@ class Verifier:
         self.states: dict[str, dict[str, Any]] = defaultdict(dict)
 
     def close(self) -> None:
-        for tail in self._tails.values():
-            self._runner.run(tail.close())
         self._runner.close()
 
     def _read(self, name: str) -> list[Any]:

@@ -51,7 +51,7 @@ CASE_TIMEOUT_S: Final = 2400
 BOUNDED_TIMEOUT_S: Final = 600
 WORKER_READY_S: Final = 180.0
 #: From the end of the faults to exact output (processing the backlog included).
-SETTLE_S: Final = 900.0
+SETTLE_S: Final = 600.0
 #: Once exact, the checks run again after this long: a late duplicate would show then.
 RECHECK_AFTER_S: Final = 5.0
 CHECK_EVERY_S: Final = 3.0
