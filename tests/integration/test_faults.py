@@ -20,6 +20,7 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, Final
 import orjson
 import pytest
 
+from supplyflow.app.exceptions import AppError
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.produce import produce_records
 from supplyflow.app.settings import Settings
@@ -51,13 +53,15 @@ CASE_TIMEOUT_S: Final = 2400
 BOUNDED_TIMEOUT_S: Final = 600
 WORKER_READY_S: Final = 180.0
 #: From the end of the faults to exact output (processing the backlog included).
-SETTLE_S: Final = 600.0
+SETTLE_S: Final = 480.0
 #: Once exact, the checks run again after this long: a late duplicate would show then.
 RECHECK_AFTER_S: Final = 5.0
 CHECK_EVERY_S: Final = 3.0
 #: Waiting for the group to get past a point of the stream (a kill, a join...).
 PROGRESS_S: Final = 600.0
 PRODUCE_S: Final = 900.0
+#: Once the output is exact, every running worker must also say it is running.
+HEALTHY_AT_END_S: Final = 60.0
 HTTP_SAMPLE: Final = 60
 HTTP_RETRY_S: Final = 30.0
 NO_SLA: Final = {
@@ -169,13 +173,20 @@ class FaultRun:
         if not report.ok:
             pytest.fail(f"{row.case} (seed {row.seed}) not exact:\n{report.describe()}")
         assert http == [], "HTTP answers differ from the oracle:\n" + "\n".join(http[:10])
-        crashed = [
-            n
-            for n, w in self.workers.items()
-            if w.proc is not None and w.proc.poll() not in (None, -9, 0)
-        ]
-        assert crashed == [], f"workers {crashed} exited on their own"
+        self._check_workers()
         row.result = "PASS"
+
+    def _check_workers(self) -> None:
+        """Workers still meant to run run and answer ``running``; none exited on its own."""
+        for n, worker in self.workers.items():
+            code = None if worker.proc is None else worker.proc.poll()
+            if code is None:
+                try:
+                    worker.wait_healthy(HEALTHY_AT_END_S)
+                except AppError as exc:
+                    raise AssertionError(f"worker {n} is stuck at the end: {exc}") from None
+            elif code not in (0, -signal.SIGKILL):  # stopped or killed by the case itself
+                raise AssertionError(f"worker {n} exited with {code} on its own")
 
 
 def _verdict(problems: list[str], good: str) -> str:
