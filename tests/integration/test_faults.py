@@ -30,7 +30,7 @@ import orjson
 import pytest
 
 from supplyflow.app.exceptions import AppError
-from supplyflow.app.processes import WorkerProcess
+from supplyflow.app.processes import STOP_TIMEOUT_S, WorkerProcess
 from supplyflow.app.produce import produce_records
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import INPUT_TOPICS, ensure_topics, read_topic
@@ -94,6 +94,7 @@ class FaultRun:
         self.factory = start_worker
         self.workers: dict[int, WorkerProcess] = {}
         self.row = row
+        row.sent = len(self.records)  # until verify() counts what Kafka holds
         self.started = time.monotonic()
         asyncio.run(ensure_topics(self.settings))
 
@@ -187,6 +188,11 @@ class FaultRun:
                     raise AssertionError(f"worker {n} is stuck at the end: {exc}") from None
             elif code not in (0, -signal.SIGKILL):  # stopped or killed by the case itself
                 raise AssertionError(f"worker {n} exited with {code} on its own")
+
+
+def _stop_cleanly(worker: WorkerProcess, name: str) -> None:
+    code = worker.stop()
+    assert code == 0, f"{name} did not exit on SIGTERM within {STOP_TIMEOUT_S:.0f}s ({code})"
 
 
 def _verdict(problems: list[str], good: str) -> str:
@@ -353,8 +359,8 @@ def test_second_worker_joins_first_leaves(fault_run: Callable[[int], FaultRun]) 
         run.note(f"worker 1 joins at {run.wait_processed(join_at)} committed")
         second = run.start(1)
         run.note(f"worker 0 leaves at {run.wait_processed(leave_at)} committed")
-        assert first.stop() == 0
         run.row.faults = "join + leave"
+        _stop_cleanly(first, "worker 0")
     finally:
         producer.join(PRODUCE_S)
     run.verify(second)
@@ -369,12 +375,12 @@ def test_restart_with_data_dir_deleted(fault_run: Callable[[int], FaultRun]) -> 
         first = run.start(0)
         run.start(1)
         done = run.wait_processed(run.rng.uniform(0.2, 0.7))
-        assert run.workers[1].stop() == 0
+        run.row.faults = "data dir deleted"
+        _stop_cleanly(run.workers[1], "worker 1")
         data_dir = Path(run.workers[1].env["SUPPLYFLOW_DATA_DIR"])
         shutil.rmtree(data_dir)
         run.note(f"worker 1 stopped at {done} committed, {data_dir} deleted, restarted")
         run.restart(1).wait_healthy(WORKER_READY_S)
-        run.row.faults = "data dir deleted"
     finally:
         producer.join(PRODUCE_S)
     run.verify(first)
