@@ -54,7 +54,7 @@ class GapMessage:
     timestamp: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # Faust refers to its event weakly
 class GapEvent:
     """Stands in for a Faust event wrapping a :class:`GapMessage`."""
 

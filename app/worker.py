@@ -21,7 +21,7 @@ from supplyflow import __version__
 from supplyflow.agents.entities import EntityActor, EntityKind
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
 from supplyflow.agents.ingest import IngestTunables, owned_partitions, register_input_agent
-from supplyflow.agents.positions import register_position_agent
+from supplyflow.agents.positions import HEARTBEAT, register_position_agent
 from supplyflow.agents.progress import ProgressMarkers
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import faust_patches
@@ -165,7 +165,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         emitter=emitter,
         tunables=tunables,
     )
-    register_ticker(app, ticks)
+    register_ticker(app, ticks, deltas)
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """A revoked partition's exception tail must be read again if it comes back."""
@@ -258,14 +258,17 @@ def rules_from(settings: Settings) -> Rules:
     )
 
 
-def register_ticker(app: Any, ticks: str) -> None:
-    """Every :data:`TICK_INTERVAL_S`, send a tick to each ticks partition owned here."""
+def register_ticker(app: Any, ticks: str, deltas: Any) -> None:
+    """Every :data:`TICK_INTERVAL_S`, a tick to each ticks partition owned here, and a
+    heartbeat to each deltas partition owned here (see ``agents.positions``)."""
     topic = app.topic(ticks, key_serializer="raw", value_serializer="raw")
 
     @app.timer(TICK_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust ships no types
     async def tick() -> None:
         for partition in sorted(owned_partitions(app, ticks)):
             await topic.send(key=None, value=b"", partition=partition)
+        for partition in sorted(owned_partitions(app, deltas.get_topic_name())):
+            await deltas.send(key=None, value=HEARTBEAT, partition=partition)
 
 
 def run_worker(settings: Settings) -> NoReturn:
