@@ -241,7 +241,7 @@ def register_position_agent(
         metrics=metrics,
         dead_letters=dead_letters,
         emitter=emitter,
-        markers=ProgressMarkers(table, settings.bootstrap),
+        markers=ProgressMarkers(table, settings),
         deltas_topic=deltas_topic_name(settings),
         ticks_topic=ticks_topic_name(settings),
     )

@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     kafka.add_argument("--port", type=int, default=9092, help="broker port (default 9092)")
     kafka.add_argument("--home", type=Path, help="state folder (default .supplyflow/kafka)")
+    kafka.add_argument(
+        "--secure-port",
+        type=int,
+        help="also open a SASL_SSL (SCRAM) listener on this port, for the user named by "
+        "SUPPLYFLOW_KAFKA_SASL_USERNAME / _PASSWORD",
+    )
+    kafka.add_argument("--tls-cert", type=Path, help="PEM certificate of the secure listener")
+    kafka.add_argument("--tls-key", type=Path, help="its unencrypted PEM (PKCS#8) key")
 
     produce = sub.add_parser("produce", help="produce sample records to the input topics")
     produce.add_argument("scenario", choices=["sample"], help="what to produce")
@@ -91,7 +99,16 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
         ready = local_kafka.wait_until_ready(bootstrap, _PING_TIMEOUT_S)
         print(f"Kafka {'answers' if ready else 'does not answer'} at {bootstrap}")
         return 0 if ready else 1
-    cfg = local_kafka.default_config(home=args.home, port=args.port)
+    cfg = local_kafka.default_config(
+        home=args.home,
+        port=args.port,
+        secure_port=args.secure_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+    if args.action == "up" and cfg.secure_port is not None:
+        print(local_kafka.up(cfg, scram_users=_scram_users(args)).detail)
+        return 0
     if args.action == "fetch":
         print(f"Kafka jars in {local_kafka.fetch(cfg)}")
         return 0
@@ -104,6 +121,21 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
     if args.action == "down":
         return 1 if status.running else 0
     return 0 if status.ready else 1
+
+
+def _scram_users(args: argparse.Namespace) -> dict[str, str]:
+    """The SCRAM user of the secure listener: the one the settings connect as."""
+    from supplyflow.app.local_kafka import LocalKafkaError
+    from supplyflow.app.settings import load_settings
+
+    settings = load_settings(args.config)
+    password = settings.kafka_sasl_password
+    if settings.kafka_sasl_username is None or password is None:
+        raise LocalKafkaError(
+            "the secure listener needs a SCRAM user: set SUPPLYFLOW_KAFKA_SECURITY_PROTOCOL="
+            "SASL_SSL, SUPPLYFLOW_KAFKA_SASL_USERNAME and SUPPLYFLOW_KAFKA_SASL_PASSWORD"
+        )
+    return {settings.kafka_sasl_username: password.get_secret_value()}
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
