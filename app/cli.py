@@ -61,12 +61,35 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="start everything, run the sample scenario, show the result")
 
+    dlq = sub.add_parser("dlq", help="dead letters: list, show, replay after correction")
+    dlq_sub = dlq.add_subparsers(dest="dlq_action", required=True, metavar="ACTION")
+    listing = dlq_sub.add_parser("list", help="list dead letters (oldest first)")
+    listing.add_argument("--reason", help="only this reason, e.g. schema or unknown_entity")
+    listing.add_argument("--topic", help="only from this input topic, e.g. po.events")
+    listing.add_argument("--limit", type=int, help="show at most this many (the newest)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    showing = dlq_sub.add_parser("show", help="one dead letter in full")
+    showing.add_argument("address", help="PARTITION/OFFSET in dlq, as `dlq list` prints it")
+    replaying = dlq_sub.add_parser(
+        "replay",
+        help="send dead letters back to their source topic (each at most once, re-runs skip "
+        "what was sent)",
+    )
+    replaying.add_argument("address", nargs="?", help="PARTITION/OFFSET of one dead letter")
+    replaying.add_argument("--reason", help="replay every dead letter of this reason")
+    replaying.add_argument("--topic", help="with --reason: only those from this input topic")
+    replaying.add_argument(
+        "--value-file", type=Path, help="with an address: the corrected value (JSON) to send"
+    )
+    replaying.add_argument("--dry-run", action="store_true", help="say what would be sent")
+
     schemas = sub.add_parser("schemas", help="JSON Schemas of the input events")
     schemas.add_argument("action", choices=["export", "check"])
     schemas.add_argument("--dir", type=Path, default=Path("schemas"))
     schemas.add_argument(
         "--force", action="store_true", help="export even if it breaks compatibility"
     )
+
     return parser
 
 
@@ -188,12 +211,79 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_dlq(args: argparse.Namespace) -> int:
+    import orjson
+
+    from supplyflow.app import dlq_tools
+    from supplyflow.app.exceptions import AppError
+    from supplyflow.app.settings import load_settings
+
+    settings = load_settings(args.config)
+    if args.dlq_action == "list":
+        entries = asyncio.run(
+            dlq_tools.read_dead_letters(settings, reason=args.reason, topic=args.topic)
+        )
+        shown = entries[-args.limit :] if args.limit else entries
+        for entry in shown:
+            if args.json:
+                print(orjson.dumps(dlq_tools.summary(entry)).decode())
+            else:
+                print(dlq_tools.summary_line(entry))
+        counts: dict[str, int] = {}
+        for entry in entries:
+            counts[entry.reason] = counts.get(entry.reason, 0) + 1
+        by_reason = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        print(
+            f"{len(entries)} dead letters" + (f" ({by_reason})" if by_reason else ""),
+            file=sys.stderr,
+        )
+        return 0
+    if args.dlq_action == "show":
+        partition, offset = dlq_tools.parse_address(args.address)
+        entry = asyncio.run(dlq_tools.fetch_dead_letter(settings, partition, offset))
+        print(orjson.dumps(dlq_tools.show(entry), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if (args.address is None) == (args.reason is None):
+        raise AppError("give a dead letter's PARTITION/OFFSET or --reason (one of them)")
+    if args.value_file is not None and args.address is None:
+        raise AppError("--value-file corrects one dead letter: give its PARTITION/OFFSET")
+    corrected = None
+    if args.value_file is not None:
+        try:
+            corrected = args.value_file.read_bytes()
+        except OSError as exc:
+            raise AppError(f"cannot read {args.value_file}: {exc.strerror}") from exc
+
+    async def run() -> Any:
+        if args.address is not None:
+            partition, offset = dlq_tools.parse_address(args.address)
+            entries = [await dlq_tools.fetch_dead_letter(settings, partition, offset)]
+        else:
+            entries = await dlq_tools.read_dead_letters(
+                settings, reason=args.reason, topic=args.topic
+            )
+        return await dlq_tools.replay_dead_letters(
+            settings, entries, corrected=corrected, dry_run=args.dry_run
+        )
+
+    report = asyncio.run(run())
+    for line in report.lines():
+        print(line)
+    print(
+        f"{len(report.sent)} replayed, {len(report.already)} already replayed, "
+        f"{len(report.invalid)} not replayed",
+        file=sys.stderr,
+    )
+    return 1 if report.invalid else 0
+
+
 _COMMANDS = {
     "worker": _cmd_worker,
     "kafka": _cmd_kafka,
     "produce": _cmd_produce,
     "demo": _cmd_demo,
     "schemas": _cmd_schemas,
+    "dlq": _cmd_dlq,
 }
 
 

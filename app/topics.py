@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
@@ -34,6 +34,7 @@ __all__ = [
     "ensure_topics",
     "read_topic",
     "ticks_topic_name",
+    "topic_partitions",
     "topic_specs",
 ]
 
@@ -206,6 +207,24 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic`` (an error naming the prefix when it does not exist)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        # Never describe a missing topic: a broker that auto-creates topics would make it.
+        exists = topic in await admin.list_topics()
+        described = await admin.describe_topics([topic]) if exists else []
+    except KafkaError as exc:
+        raise await connection_error(settings, "cannot reach Kafka", exc) from exc
+    finally:
+        await admin.close()
+    found = [t for t in described if t.get("topic") == topic and t.get("error_code", 0) == 0]
+    if not found or not found[0]["partitions"]:
+        raise AppError(f"topic {topic} does not exist: is SUPPLYFLOW_TOPIC_PREFIX right?")
+    return [TopicPartition(topic, p["partition"]) for p in found[0]["partitions"]]
 
 
 async def delete_topics(kafka: Settings | str, prefixes: tuple[str, ...]) -> list[str]:

@@ -233,6 +233,35 @@ def test_workers_process_records_over_sasl_ssl_and_never_show_secrets(
     letters = asyncio.run(read_topic(settings, settings.topic("dlq"), expected=len(bad)))
     assert len(letters) == len(bad)
 
+    # The operator tools connect with the same settings.
+    listed = subprocess.run(
+        [sys.executable, "-m", "supplyflow", "dlq", "list", "--json"],
+        env={**os.environ, **env, "SUPPLYFLOW_TOPIC_PREFIX": names["prefix"]},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=REFUSED_S,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == len(bad)
+    assert PASSWORD not in listed.stdout + listed.stderr
+    wrong = subprocess.run(
+        [sys.executable, "-m", "supplyflow", "dlq", "list"],
+        env={
+            **os.environ,
+            **env,
+            "SUPPLYFLOW_TOPIC_PREFIX": names["prefix"],
+            "SUPPLYFLOW_KAFKA_SASL_PASSWORD": "not-" + PASSWORD,
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=REFUSED_S,
+    )
+    assert wrong.returncode == 2
+    assert "refused the SCRAM-SHA-512 credentials" in wrong.stderr
+    assert PASSWORD not in wrong.stdout + wrong.stderr
+
     bodies: list[bytes] = []
     ids = sorted({r.key.decode() for r in good if r.key and r.topic != "inventory.events"})
     routes = [f"/pos/{i}" if "-PO-" in i else f"/orders/{i}" for i in ids]
