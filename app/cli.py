@@ -214,7 +214,7 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
 def _cmd_dlq(args: argparse.Namespace) -> int:
     import orjson
 
-    from supplyflow.app import dlq_tools
+    from supplyflow.app import dlq_replay, dlq_tools
     from supplyflow.app.exceptions import AppError
     from supplyflow.app.settings import load_settings
 
@@ -262,7 +262,7 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
             entries = await dlq_tools.read_dead_letters(
                 settings, reason=args.reason, topic=args.topic
             )
-        return await dlq_tools.replay_dead_letters(
+        return await dlq_replay.replay_dead_letters(
             settings, entries, corrected=corrected, dry_run=args.dry_run
         )
 

@@ -1,60 +1,42 @@
-"""Operator tools for the dead-letter topic: list, show, and replay after correction.
+"""Operator tools for the dead-letter topic: list and show (replay: :mod:`.dlq_replay`).
 
 ``supplyflow dlq list|show|replay`` call these. A dead letter is addressed as
 ``<partition>/<offset>`` of this deployment's ``dlq`` topic (``dlq/3/17`` also works).
-
-Replay sends a dead letter back to its source topic: the original key, value and headers
-(or a corrected value from a file), without the ``supplyflow-*`` dead-letter headers,
-plus ``supplyflow-replayed-from: dlq/<partition>/<offset>``. It is safe to run again:
-before sending, it reads the source topics since the dead letters were written and skips
-every dead letter whose replay is already there, so a re-run (also after a crash halfway)
-sends each one exactly once. Run one replay at a time per deployment.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgpack
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.kafka_clients import client_options, connection_error
 from supplyflow.app.settings import Settings
-from supplyflow.app.topics import DLQ, INPUT_TOPICS, max_input_message_bytes, topic_partitions
+from supplyflow.app.topics import DLQ, INPUT_TOPICS, topic_partitions
 from supplyflow.codecs import (
-    EVENT_ADAPTER,
-    DecodeError,
-    decode_input,
-    entity_key,
     parse_dead_letter,
 )
-from supplyflow.codecs.decode import CONTENT_TYPE_HEADER, MSGPACK_CONTENT_TYPES, content_type
+from supplyflow.codecs.decode import MSGPACK_CONTENT_TYPES, content_type
 from supplyflow.codecs.dlq import DLQ_HEADER_PREFIX
 
 __all__ = [
-    "REPLAYED_FROM",
     "DeadLetterEntry",
-    "ReplayReport",
     "fetch_dead_letter",
+    "open_consumer",
     "parse_address",
     "read_dead_letters",
-    "replay_dead_letters",
+    "read_range",
     "show",
     "summary",
     "summary_line",
 ]
 
-#: Header naming the dead letter a replayed record came from: ``dlq/<partition>/<offset>``.
-REPLAYED_FROM: Final = f"{DLQ_HEADER_PREFIX}replayed-from"
-#: Replays are looked for from this long before the dead letter was written: room for
-#: clocks of the worker and of the replaying machine that disagree.
-CLOCK_SKEW_MARGIN_MS: Final = 15 * 60 * 1000
 _FETCH_BYTES: Final = 8 * 1024 * 1024
 _POLL_MS: Final = 500
 #: Consecutive empty polls after which a read gives up short of the end offsets.
@@ -91,22 +73,6 @@ class DeadLetterEntry:
         ]
 
 
-@dataclass
-class ReplayReport:
-    """What a replay did with each dead letter it was given."""
-
-    sent: list[str] = field(default_factory=list)
-    already: list[str] = field(default_factory=list)
-    invalid: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        return [
-            *(f"replayed {what}" for what in self.sent),
-            *(f"skipped {what}: already replayed" for what in self.already),
-            *(f"NOT replayed {what}" for what in self.invalid),
-        ]
-
-
 def parse_address(text: str) -> tuple[int, int]:
     """``3/17`` or ``dlq/3/17`` -> (3, 17)."""
     parts = text.strip().removeprefix("dlq/").split("/")
@@ -123,7 +89,7 @@ def _entry(message: Any) -> DeadLetterEntry:
     return DeadLetterEntry(message.partition, message.offset, message.timestamp, body)
 
 
-async def _consumer(settings: Settings) -> AIOKafkaConsumer:
+async def open_consumer(settings: Settings) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
         **client_options(settings),
         enable_auto_commit=False,
@@ -139,7 +105,7 @@ async def _consumer(settings: Settings) -> AIOKafkaConsumer:
     return consumer
 
 
-async def _read_range(consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int]) -> list[Any]:
+async def read_range(consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int]) -> list[Any]:
     """Every record from ``starts`` up to the end offsets as of now."""
     ends = await consumer.end_offsets(list(starts))
     todo = {tp: end for tp, end in ends.items() if end > starts[tp]}
@@ -172,11 +138,11 @@ async def read_dead_letters(
 
     ``topic`` is a contract name (``po.events``) or a full topic name.
     """
-    consumer = await _consumer(settings)
+    consumer = await open_consumer(settings)
     try:
         tps = await topic_partitions(settings, settings.topic(DLQ))
         starts = await consumer.beginning_offsets(tps)
-        records = await _read_range(consumer, dict(starts))
+        records = await read_range(consumer, dict(starts))
     finally:
         await consumer.stop()
     wanted_topic = settings.topic(topic) if topic in INPUT_TOPICS else topic
@@ -194,7 +160,7 @@ async def read_dead_letters(
 
 async def fetch_dead_letter(settings: Settings, partition: int, offset: int) -> DeadLetterEntry:
     """The dead letter at ``dlq/<partition>/<offset>``."""
-    consumer = await _consumer(settings)
+    consumer = await open_consumer(settings)
     try:
         tps = await topic_partitions(settings, settings.topic(DLQ))
         tp = TopicPartition(settings.topic(DLQ), partition)
@@ -207,7 +173,7 @@ async def fetch_dead_letter(settings: Settings, partition: int, offset: int) -> 
                 f"no dead letter at dlq/{partition}/{offset}: that partition holds offsets "
                 f"{first}..{end - 1} (see `supplyflow dlq list`)"
             )
-        records = await _read_range(consumer, {tp: offset})
+        records = await read_range(consumer, {tp: offset})
     finally:
         await consumer.stop()
     return _entry(records[0])
@@ -288,139 +254,3 @@ def show(entry: DeadLetterEntry) -> dict[str, Any]:
         "value_text": None if decoded is not None else _text(value),
         "value_b64": None if decoded is not None or _text(value) else body.get("value_b64"),
     }
-
-
-@dataclass(frozen=True)
-class _Replay:
-    entry: DeadLetterEntry
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-
-def _contract_topic(settings: Settings, entry: DeadLetterEntry) -> str:
-    for name in INPUT_TOPICS:
-        if settings.topic(name) == entry.source_topic:
-            return name
-    raise AppError(
-        f"{entry.address} came from {entry.source_topic!r}, not an input topic of this "
-        f"deployment (SUPPLYFLOW_TOPIC_PREFIX={settings.topic_prefix!r}); nothing replayed"
-    )
-
-
-def _prepare(
-    settings: Settings, entry: DeadLetterEntry, corrected: bytes | None
-) -> tuple[_Replay | None, str | None]:
-    """The record to send for ``entry``, or why it would only be dead-lettered again."""
-    name = _contract_topic(settings, entry)
-    headers = entry.original_headers()
-    key: bytes | None = entry.body.get("key")
-    value = entry.body.get("value")
-    note = ""
-    if corrected is not None:
-        value = corrected  # JSON: the content-type of a msgpack original no longer applies
-        headers = [(k, v) for k, v in headers if k.lower() != CONTENT_TYPE_HEADER]
-        fixed_key = _entity_key(value)
-        if fixed_key is not None and fixed_key != key:
-            note = f" (key {key!r} -> {fixed_key!r})"
-            key = fixed_key
-    if value is None:
-        return None, f"{entry.address}: the dead letter has no value to replay"
-    try:
-        decode_input(name, key, value, headers, max_bytes=settings.max_record_bytes)
-    except DecodeError as error:
-        return None, (
-            f"{entry.address}: still invalid ({error}); correct it and replay it alone with "
-            "--value-file"
-        )
-    headers.append((REPLAYED_FROM, entry.address.encode()))
-    return _Replay(entry, settings.topic(name), key, value, headers), note or None
-
-
-def _entity_key(value: bytes) -> bytes | None:
-    """The key the contract requires for a corrected JSON value (its entity id)."""
-    try:
-        raw = orjson.loads(value)
-        return entity_key(EVENT_ADAPTER.validate_python(raw)).encode()
-    except ValueError:
-        return None
-
-
-async def _already_replayed(
-    settings: Settings, topics: Iterable[str], since_ms: int
-) -> dict[str, str]:
-    """``dlq/p/o`` -> where its replay is, for every replay in ``topics`` since ``since_ms``."""
-    consumer = await _consumer(settings)
-    found: dict[str, str] = {}
-    try:
-        tps = [
-            tp for topic in sorted(set(topics)) for tp in await topic_partitions(settings, topic)
-        ]
-        offsets = await consumer.offsets_for_times(dict.fromkeys(tps, max(0, since_ms)))
-        ends = await consumer.end_offsets(tps)
-        starts = {tp: (o.offset if o is not None else ends[tp]) for tp, o in offsets.items()}
-        for message in await _read_range(consumer, starts):
-            for name, value in message.headers or ():
-                if name == REPLAYED_FROM and value:
-                    where = f"{message.topic}/{message.partition}/{message.offset}"
-                    found[value.decode("utf-8", "replace")] = where
-    finally:
-        await consumer.stop()
-    return found
-
-
-async def replay_dead_letters(
-    settings: Settings,
-    entries: Sequence[DeadLetterEntry],
-    *,
-    corrected: bytes | None = None,
-    dry_run: bool = False,
-) -> ReplayReport:
-    """Send ``entries`` back to their source topics, each at most once (see module doc)."""
-    report = ReplayReport()
-    if not entries:
-        return report
-    topics = {settings.topic(_contract_topic(settings, entry)) for entry in entries}
-    since = min(entry.timestamp_ms for entry in entries) - CLOCK_SKEW_MARGIN_MS
-    done = await _already_replayed(settings, topics, since)
-    todo: list[tuple[_Replay, str | None]] = []
-    for entry in entries:
-        if entry.address in done:
-            report.already.append(f"{entry.address} (at {done[entry.address]})")
-            continue
-        plan, note = _prepare(settings, entry, corrected)
-        if plan is None:
-            report.invalid.append(str(note))
-        else:
-            todo.append((plan, note))
-    if dry_run:
-        report.sent.extend(f"{p.entry.address} -> {p.topic} (dry run){n or ''}" for p, n in todo)
-        return report
-    producer = AIOKafkaProducer(
-        **client_options(settings),
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=max_input_message_bytes(settings),
-    )
-    try:
-        await producer.start()
-    except KafkaError as exc:
-        await producer.stop()
-        raise await connection_error(settings, "cannot reach Kafka", exc) from exc
-    try:
-        for plan, note in todo:  # one at a time, in order: a failure leaves a clean re-run
-            meta = await (
-                await producer.send(plan.topic, plan.value, key=plan.key, headers=plan.headers)
-            )
-            report.sent.append(
-                f"{plan.entry.address} -> {meta.topic}/{meta.partition}/{meta.offset}{note or ''}"
-            )
-    except KafkaError as exc:
-        raise AppError(
-            f"replay stopped after {len(report.sent)} of {len(todo)}: {exc}; run the same "
-            "command again: what was sent is skipped"
-        ) from exc
-    finally:
-        await producer.stop()
-    return report

@@ -8,14 +8,8 @@ import msgpack
 import orjson
 import pytest
 
-from supplyflow.app.dlq_tools import (
-    REPLAYED_FROM,
-    DeadLetterEntry,
-    _prepare,
-    parse_address,
-    show,
-    summary_line,
-)
+from supplyflow.app.dlq_replay import REPLAYED_FROM, _prepare
+from supplyflow.app.dlq_tools import DeadLetterEntry, parse_address, show, summary_line
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.settings import Settings
 from supplyflow.codecs import DecodeError, build_dead_letter, parse_dead_letter
