@@ -245,7 +245,7 @@ def register_position_agent(
         metrics=metrics,
         dead_letters=dead_letters,
         emitter=emitter,
-        markers=ProgressMarkers(table, settings.bootstrap),
+        markers=ProgressMarkers(table, settings),
         deltas_topic=deltas_topic_name(settings),
     )
     batch_sizes = metrics.batch_size.labels(topic="positions")

@@ -38,9 +38,10 @@ def free_port() -> int:
         return port
 
 
-def _get(url: str) -> tuple[int, bytes]:
+def _get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310
     try:
-        with urllib.request.urlopen(url, timeout=_HTTP_TIMEOUT_S) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:  # noqa: S310
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -87,8 +88,12 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def get(self, path: str) -> tuple[int, bytes]:
-        return _get(self.url + path)
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        """GET ``path``; without ``headers``, with the worker's API token if it has one."""
+        if headers is None:
+            token = self.env.get("SUPPLYFLOW_API_TOKEN", "").strip()
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return _get(self.url + path, headers)
 
     def wait_healthy(self, timeout: float) -> None:
         """Wait until ``/health`` answers 200; raise with the log tail if it does not."""

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from supplyflow.app.exceptions import AppError
+from supplyflow.app.kafka_clients import client_options, connection_error
 from supplyflow.app.sample import SampleRecord
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import max_input_message_bytes
@@ -29,7 +30,7 @@ async def produce_records(
     With ``pause_s``, each record is delivered before the pause and the next one.
     """
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap,
+        **client_options(settings),
         max_request_size=max_input_message_bytes(settings),
         max_batch_size=_BATCH_BYTES,
         linger_ms=_LINGER_MS,
@@ -39,10 +40,8 @@ async def produce_records(
     try:
         await producer.start()
     except KafkaError as exc:
-        raise AppError(
-            f"cannot reach Kafka at {settings.bootstrap} ({exc}): start it with "
-            "`supplyflow kafka up` or set SUPPLYFLOW_BOOTSTRAP"
-        ) from exc
+        await producer.stop()
+        raise await connection_error(settings, "cannot reach Kafka", exc) from exc
     sent = 0
     futures: list[asyncio.Future[object]] = []
     try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, NoReturn
 
+import faust
 from prometheus_client import CollectorRegistry
 
 from supplyflow import __version__
@@ -27,6 +28,7 @@ from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import faust_patches
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.faust_patches import SupplyflowApp, new_worker, table_key_estimate
+from supplyflow.app.kafka_clients import ssl_context
 from supplyflow.app.logs import logging_config
 from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
 from supplyflow.app.settings import Settings
@@ -51,7 +53,7 @@ ORDER_KIND: Final = EntityKind(
     "order", apply_order_event, fire_order_deadlines, OrderState.from_wire
 )
 
-__all__ = ["Worker", "build_app", "run_worker"]
+__all__ = ["Worker", "broker_credentials", "build_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,25 @@ def _seconds(value: timedelta) -> float:
     return value.total_seconds()
 
 
+def broker_credentials(settings: Settings) -> Any:
+    """Faust's ``broker_credentials`` (TLS and/or SASL) for the settings; None for PLAINTEXT.
+
+    The same settings as every other client (:mod:`supplyflow.app.kafka_clients`).
+    """
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context(settings))
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password.get_secret_value() if password else None,
+        ssl_context=ssl_context(settings) if protocol == "SASL_SSL" else None,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
 def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
     """Create the worker's Faust app, topics, agents and views."""
     register_codecs()
@@ -85,6 +106,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     app = SupplyflowApp(
         settings.app_id,
         broker=brokers,
+        broker_credentials=broker_credentials(settings),
         store="rocksdb://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -153,7 +175,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             topic=topic,
             handler=actor,
             metrics=metrics,
-            markers=ProgressMarkers(actor.table, settings.bootstrap),
+            markers=ProgressMarkers(actor.table, settings),
             ticks=(ticks, actor.tick),
             tunables=tunables,
         )
@@ -193,7 +215,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         open_counts=open_counts,
     )
     metrics.registry.register(WorkerCollector(probes, RULES))
-    register_views(app, metrics, tables, open_index, ensure_index)
+    register_views(app, metrics, tables, open_index, ensure_index, api_token=settings.api_token)
     return Worker(app=app, metrics=metrics, settings=settings, tables=tables)
 
 

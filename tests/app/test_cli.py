@@ -41,5 +41,5 @@ def test_help_lists_the_commands() -> None:
         timeout=60,
         check=True,
     )
-    for command in ("worker", "kafka", "produce", "demo", "schemas"):
+    for command in ("worker", "kafka", "produce", "demo", "schemas", "dlq"):
         assert command in result.stdout
