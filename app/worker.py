@@ -62,6 +62,18 @@ TICK_INTERVAL_S: Final = 0.5
 #: Standby replicas double the changelog traffic each worker reads; recovery from the
 #: changelog is fast enough that supplyflow runs without them.
 _STANDBY_REPLICAS: Final = 0
+_MIB: Final = 1024 * 1024
+#: RocksDB per partition database (3 tables x partitions of them per worker). Faust's
+#: defaults (a 2 GiB block cache and 3 x 64 MiB write buffers *each*) let a worker's memory
+#: grow by gigabytes; these bound it to about 20 MiB per database. State is small records
+#: read once per batch, so a small cache costs little.
+ROCKSDB_OPTIONS: Final = {
+    "write_buffer_size": 4 * _MIB,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * _MIB,
+    "block_cache_size": 8 * _MIB,
+    "block_cache_compressed_size": 4 * _MIB,
+}
 
 
 @dataclass
@@ -108,6 +120,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         broker=brokers,
         broker_credentials=broker_credentials(settings),
         store="rocksdb://",
+        rocksdb_options=ROCKSDB_OPTIONS,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
