@@ -85,6 +85,15 @@ def ticks_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-ticks"
 
 
+#: The state tables (see ``agents.state``); each has a compacted changelog topic.
+STATE_TABLES: Final = ("po", "order", "position")
+
+
+def changelog_topic_name(settings: Settings, table: str) -> str:
+    """The changelog topic Faust uses for state table ``table``."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
 #: Ticks are worthless after a moment; keep an hour for debugging.
 _TICKS_RETENTION_MS: Final = 3_600_000
 
@@ -100,6 +109,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             n,
             {"retention.ms": str(_TICKS_RETENTION_MS)},
             internal=True,
+        ),
+        # Created up front, not left to Faust: an agent that starts before Faust's own
+        # creation is visible in the metadata crashed with PartitionsMismatch ("0
+        # partitions") and never processed again.
+        *(
+            TopicSpec(changelog_topic_name(settings, t), n, {"cleanup.policy": "compact"}, True)
+            for t in STATE_TABLES
         ),
         *(TopicSpec(settings.topic(name), n, dict(inputs)) for name in INPUT_TOPICS),
         TopicSpec(settings.topic(POSITIONS), n, {"cleanup.policy": "compact"}),
