@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import platform
@@ -24,6 +25,7 @@ from typing import Any, Final
 from bench.harness import PLANS, Plan, prime
 from bench.report import latest_report, markdown, update_readme, write
 from supplyflow.app import local_kafka
+from supplyflow.app.topics import delete_topics
 from supplyflow.errors import SupplyflowError
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -91,6 +93,8 @@ def _run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
             report[part]["part_seconds"] = round(time.monotonic() - part_started, 1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        # Everything this run created on the broker, also of parts that never ran.
+        asyncio.run(delete_topics(args.bootstrap, (f"{run_id}-",)))
     report["wall_seconds"] = round(time.monotonic() - clock, 1)
     return report
 

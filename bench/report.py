@@ -51,13 +51,13 @@ def _throughput_md(part: dict[str, Any]) -> list[str]:
         mark = ""
         if r.get("note"):
             notes.append(r["note"])
-            mark = "*" * len(notes)
+            mark = f" ({len(notes)})"
         rate = f"{r['events_per_s']:,}" if r["events"] else "-"
         lines.append(
             f"| {r['name']}{mark} | {r['events']:,} | {r['seconds']:.1f} | {rate} "
             f"| {_pct(share) if r['events'] else '-'} | {exact[r.get('exact')]} |"
         )
-    lines += [f"\n{'*' * (i + 1)} {note}" for i, note in enumerate(notes)]
+    lines += [f"\n({i + 1}) {note}" for i, note in enumerate(notes)]
     ratios = part["ratios"]
     lines += [
         "",
