@@ -59,7 +59,7 @@ def _result(key: str, name: str, events: int, seconds: float, **extra: Any) -> d
         "key": key,
         "name": name,
         "events": events,
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 6),
         "events_per_s": round(rate),
         **extra,
     }
