@@ -85,7 +85,7 @@ class Plan:
 
 PLANS: Final = {
     "full": Plan("full", 1.0, (1_000, 5_000, 20_000), 30.0, 10.0, 7200.0),
-    "quick": Plan("quick", 0.05, (1_000, 5_000, 20_000), 2.0, 0.1, 300.0),
+    "quick": Plan("quick", 0.05, (1_000, 5_000, 20_000), 2.0, 0.05, 300.0),
     # The CI smoke run: a few seconds per part, to prove the harness works, not to measure.
     "smoke": Plan("smoke", 0.005, (300, 1_000), 2.0, 0.005, 120.0),
 }
