@@ -12,10 +12,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supplyflow import __version__
 from supplyflow.errors import SupplyflowError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from supplyflow.app.sample import SampleRecord
+    from supplyflow.app.settings import Settings
 
 __all__ = ["main"]
 
@@ -55,9 +61,22 @@ def _parser() -> argparse.ArgumentParser:
     kafka.add_argument("--tls-cert", type=Path, help="PEM certificate of the secure listener")
     kafka.add_argument("--tls-key", type=Path, help="its unencrypted PEM (PKCS#8) key")
 
-    produce = sub.add_parser("produce", help="produce sample records to the input topics")
-    produce.add_argument("scenario", choices=["sample"], help="what to produce")
-    produce.add_argument("--run-id", default="sample", help="prefix of every generated id")
+    produce = sub.add_parser("produce", help="produce sample or load records to the input topics")
+    produce.add_argument(
+        "scenario",
+        choices=["sample", "load"],
+        help="sample: a few records of every type (some bad); load: a mid-size distributor's "
+        "workload (25,000 SKUs x 4 locations, about 250,000 records at scale 1)",
+    )
+    produce.add_argument(
+        "--run-id", help="prefix of every generated id (default: the scenario's name)"
+    )
+    produce.add_argument(
+        "--scale", type=float, default=1.0, help="load: x the distributor's volumes (default 1)"
+    )
+    produce.add_argument(
+        "--seed", type=int, default=7, help="load: the same seed gives the same records"
+    )
 
     sub.add_parser("demo", help="start everything, run the sample scenario, show the result")
 
@@ -162,13 +181,20 @@ def _scram_users(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
+    from supplyflow.app.exceptions import AppError
     from supplyflow.app.produce import produce_records
-    from supplyflow.app.sample import sample_scenario
     from supplyflow.app.settings import load_settings
     from supplyflow.app.topics import ensure_topics
 
     settings = load_settings(args.config)
-    records = sample_scenario(args.run_id, max_record_bytes=settings.max_record_bytes)
+    run_id = args.run_id or args.scenario
+    if args.scenario == "load":
+        if not args.scale > 0:
+            raise AppError(f"--scale must be a positive number, not {args.scale}")
+        return _produce_load(settings, run_id, args.scale, args.seed)
+    from supplyflow.app.sample import sample_scenario
+
+    records = sample_scenario(run_id, max_record_bytes=settings.max_record_bytes)
 
     async def run() -> int:
         await ensure_topics(settings)
@@ -177,6 +203,49 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     sent = asyncio.run(run())
     bad = sum(1 for r in records if r.expect != "ok")
     print(f"produced {sent} records ({bad} deliberately invalid) to {settings.bootstrap}")
+    return 0
+
+
+def _produce_load(settings: Settings, run_id: str, scale: float, seed: int) -> int:
+    from collections import Counter
+
+    from tqdm import tqdm
+
+    from supplyflow.app.produce import produce_records
+    from supplyflow.app.topics import ensure_topics
+    from supplyflow.app.workload import DISTRIBUTOR, estimate_records, iter_records
+
+    shape = DISTRIBUTOR.scaled(scale)
+    invalid: Counter[str] = Counter()
+
+    def counted() -> Iterator[SampleRecord]:
+        for record in iter_records(seed, run_id, shape):
+            if record.expect != "ok":
+                invalid[record.expect] += 1
+            yield record
+
+    with tqdm(
+        total=estimate_records(shape, seed), unit=" records", unit_scale=True, file=sys.stderr
+    ) as bar:
+
+        def progress(sent: int) -> None:
+            if bar.total is not None and bar.n + sent > bar.total:
+                bar.total = bar.n + sent  # the estimate was a little low
+            bar.update(sent)
+
+        async def run() -> int:
+            await ensure_topics(settings)
+            return await produce_records(settings, counted(), on_progress=progress)
+
+        sent = asyncio.run(run())
+        bar.total = sent  # the estimate was close; end the bar at 100%
+        bar.refresh()
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(invalid.items()))
+    print(
+        f"produced {sent} records of {shape.positions} SKU-locations, {shape.pos} POs and "
+        f"{shape.orders} sales orders to {settings.bootstrap} "
+        f"({sum(invalid.values())} deliberately invalid: {reasons or 'none'})"
+    )
     return 0
 
 
