@@ -21,6 +21,7 @@ from typing import Any, Final
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from supplyflow.agents.positions import HEARTBEAT
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.produce import produce_records
@@ -310,7 +311,11 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
 
 
 async def edge_timestamps(bootstrap: str, topics: Iterable[str]) -> tuple[int | None, int | None]:
-    """Timestamps (ms) of the first and the last record over all partitions of ``topics``."""
+    """Timestamps (ms) of the first and the last record over all partitions of ``topics``.
+
+    The first skips the heartbeats workers append to the deltas topic; ``last`` is meant for
+    output topics, which carry none.
+    """
     consumer = _consumer(bootstrap)
     await consumer.start()
     first: int | None = None
@@ -323,11 +328,15 @@ async def edge_timestamps(bootstrap: str, topics: Iterable[str]) -> tuple[int | 
             if ends[tp] <= starts[tp]:
                 continue
             consumer.assign([tp])
-            for offset in (starts[tp], ends[tp] - 1):
-                consumer.seek(tp, offset)
-                record = await consumer.getone(tp)
+            consumer.seek(tp, starts[tp])
+            record = await consumer.getone(tp)
+            while record.value == HEARTBEAT and record.offset < ends[tp] - 1:
+                record = await consumer.getone(tp)  # workers' heartbeats are not work
+            if record.value != HEARTBEAT:
                 first = record.timestamp if first is None else min(first, record.timestamp)
-                last = record.timestamp if last is None else max(last, record.timestamp)
+            consumer.seek(tp, ends[tp] - 1)
+            record = await consumer.getone(tp)
+            last = record.timestamp if last is None else max(last, record.timestamp)
     finally:
         await consumer.stop()
     return first, last
@@ -366,7 +375,8 @@ def wait_drained(
     Returns False if that did not happen within ``timeout`` seconds; raises if a worker died.
     """
     deadline = time.monotonic() + timeout
-    topics = [*deployment.outputs, deployment.deltas_topic()]
+    # Outputs only: the deltas topic never goes quiet (each worker appends heartbeats).
+    topics = list(deployment.outputs)
     done = 0
     while time.monotonic() < deadline:
         deployment.check_workers()
