@@ -19,12 +19,31 @@ import pytest
 from supplyflow.app import local_kafka
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.topics import delete_topics
+from tests.integration.fault_checks import Row, render_table
 
 #: How long the broker may take to answer before the run is declared broken.
 BROKER_CHECK_S: Final = 15.0
 WorkerFactory: TypeAlias = Callable[..., WorkerProcess]
 
 pytestmark = pytest.mark.integration
+_FAULT_ROWS = pytest.StashKey[list[Row]]()
+
+
+@pytest.fixture
+def fault_table(request: pytest.FixtureRequest) -> list[Row]:
+    """The fault cases' summary rows, printed at the end of the run."""
+    return request.config.stash.setdefault(_FAULT_ROWS, [])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    rows = config.stash.get(_FAULT_ROWS, [])
+    if not rows:
+        return
+    terminalreporter.section("fault injection summary")
+    terminalreporter.write_line(render_table(rows))
+    for row in rows:
+        for note in row.notes:
+            terminalreporter.write_line(f"{row.case} (seed {row.seed}): {note}")
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,10 @@ import pytest
 
 from supplyflow.app import local_kafka
 from supplyflow.app.processes import free_port
+from supplyflow.app.produce import produce_records
+from supplyflow.app.sample import SampleRecord
+from supplyflow.app.settings import Settings
+from supplyflow.app.topics import ensure_topics, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +84,28 @@ def test_up_twice_starts_one_broker_and_down_leaves_none(tmp_path: Path) -> None
     assert stopped.returncode == 1
     assert "stopped" in stopped.stdout
     assert not local_kafka.wait_until_ready(f"127.0.0.1:{port}", 1)
+
+
+def test_down_and_up_keep_topics_and_records(tmp_path: Path) -> None:
+    """The fault suite stops the broker mid-stream and relies on its log dir surviving."""
+    home = tmp_path / "kafka"
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    settings = Settings(bootstrap=address, topic_prefix="kept.", app_id="kept", partitions=2)
+    records = [
+        SampleRecord("po.events", f"PO-{i}".encode(), f'{{"n": {i}}}'.encode()) for i in range(50)
+    ]
+    try:
+        assert kafka("up", home, port).returncode == 0
+        asyncio.run(ensure_topics(settings))
+        asyncio.run(produce_records(settings, records))
+        down = kafka("down", home, port)
+        assert down.returncode == 0, down.stderr
+        assert "data kept" in down.stdout
+        assert not local_kafka.wait_until_ready(address, 1)
+        again = kafka("up", home, port)
+        assert again.returncode == 0, again.stderr
+        kept = asyncio.run(read_topic(address, settings.topic("po.events"), wait_s=60))
+    finally:
+        kafka("down", home, port)
+    assert sorted(r.value for r in kept) == sorted(r.value for r in records)

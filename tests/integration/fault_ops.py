@@ -1,0 +1,161 @@
+"""What a fault run does to the system: produce in the background, stop and start the broker,
+kill and restart workers, and watch the consumer group's progress to pick the moments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from supplyflow.app import local_kafka
+from supplyflow.app.produce import produce_records
+from supplyflow.app.sample import SampleRecord
+from supplyflow.app.settings import Settings
+from supplyflow.app.topics import INPUT_TOPICS
+
+__all__ = [
+    "BackgroundProducer",
+    "broker_config",
+    "committed_input",
+    "input_end",
+    "restart_broker",
+    "wait_for",
+]
+
+#: A whole ``supplyflow kafka up`` (JVM start, log recovery) on a busy 2-core machine.
+BROKER_CLI_S: Final = 240.0
+_POLL_S: Final = 0.5
+
+
+class BackgroundProducer:
+    """Produces records in chunks from a thread, pausing between chunks, in order."""
+
+    def __init__(
+        self, settings: Settings, records: Sequence[SampleRecord], chunk: int, pause_s: float
+    ) -> None:
+        self.settings = settings
+        self.records = records
+        self.chunk = chunk
+        self.pause_s = pause_s
+        self.produced = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fault-producer", daemon=True)
+
+    def start(self) -> BackgroundProducer:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            for start in range(0, len(self.records), self.chunk):
+                part = self.records[start : start + self.chunk]
+                asyncio.run(produce_records(self.settings, part))
+                self.produced = start + len(part)
+                time.sleep(self.pause_s)
+        except BaseException as exc:  # noqa: BLE001  # re-raised in the test thread by join()
+            self.error = exc
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> int:
+        """Wait for the last chunk; re-raise a producer failure. Returns records produced."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"producer still running after {timeout:.0f}s ({self.produced})")
+        if self.error is not None:
+            raise self.error
+        return self.produced
+
+
+async def _committed(settings: Settings) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    names = {settings.topic(t) for t in INPUT_TOPICS}
+    return sum(max(0, meta.offset) for tp, meta in offsets.items() if tp.topic in names)
+
+
+def committed_input(settings: Settings) -> int:
+    """Input records the worker group has committed (a lower bound of what it processed)."""
+    return asyncio.run(_committed(settings))
+
+
+async def _ends(settings: Settings) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(settings.topic(t), p)
+            for t in INPUT_TOPICS
+            for p in range(settings.partitions)
+        ]
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+
+
+def input_end(settings: Settings) -> int:
+    """Records in the input topics right now."""
+    return asyncio.run(_ends(settings))
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> float:
+    """Poll ``predicate`` until true; returns seconds waited; raises TimeoutError."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(_POLL_S)
+    return time.monotonic() - started
+
+
+def broker_config(bootstrap: str) -> local_kafka.LocalKafkaConfig:
+    """The local broker serving ``bootstrap`` (its home from SUPPLYFLOW_KAFKA_HOME or cwd)."""
+    port = bootstrap.rpartition(":")[2]
+    if "," in bootstrap or not port.isdecimal():
+        raise AssertionError(f"the broker restart case needs one local broker, not {bootstrap}")
+    cfg = local_kafka.default_config(port=int(port))
+    state = local_kafka.status(cfg)
+    if not (state.running and state.ready):
+        raise AssertionError(
+            f"the broker at {bootstrap} is not the one `supplyflow kafka up --port {port}` runs "
+            f"from {cfg.home} ({state.detail}): start it that way (make faults does)"
+        )
+    return cfg
+
+
+def _kafka_cli(action: str, cfg: local_kafka.LocalKafkaConfig) -> str:
+    command = [sys.executable, "-m", "supplyflow", "kafka", action]
+    done = subprocess.run(
+        [*command, "--home", str(cfg.home), "--port", str(cfg.port)],
+        capture_output=True,
+        text=True,
+        timeout=BROKER_CLI_S,
+        check=False,
+        env=dict(os.environ),
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"kafka {action} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return done.stdout.strip()
+
+
+def restart_broker(cfg: local_kafka.LocalKafkaConfig, down_s: float) -> tuple[str, str]:
+    """``supplyflow kafka down``, ``down_s`` seconds without a broker, ``kafka up``."""
+    stopped = _kafka_cli("down", cfg)
+    if local_kafka.wait_until_ready(cfg.bootstrap, 1.0):
+        raise AssertionError(f"a broker still answers at {cfg.bootstrap} after down: {stopped}")
+    time.sleep(down_s)
+    return stopped, _kafka_cli("up", cfg)
