@@ -30,12 +30,29 @@ _POLL_S: Final = 0.2
 _HTTP_TIMEOUT_S: Final = 5.0
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def free_port(span: int = 1) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, nor on the ``span - 1``
+    ports after it (a local broker needs its client port and the next one)."""
+    for _ in range(_FREE_PORT_TRIES):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port + span - 1 <= _MAX_PORT and all(_bindable(port + i) for i in range(span)):
+            return port
+    raise OSError(f"no {span} consecutive free ports found on 127.0.0.1")
+
+
+_FREE_PORT_TRIES = 50
+_MAX_PORT = 65535
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
