@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KAFKA_PORT ?= 9092
 export SUPPLYFLOW_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 
-.PHONY: venv demo test faults test-unit test-integration lint typecheck kafka-up kafka-down clean system-deps
+.PHONY: venv demo test faults bench bench-quick test-unit test-integration lint typecheck kafka-up kafka-down clean system-deps
 
 # Debian packages the test suite drives: Chromium + ChromeDriver (status page in a real
 # browser) and Prometheus's promtool (metrics and config checks). Installed only if missing.
@@ -69,6 +69,28 @@ faults: venv system-deps
 	  $(BIN)/supplyflow kafka up --port $(KAFKA_PORT) || exit 1; started=1; \
 	fi; \
 	$(BIN)/pytest -m faults; rc=$$?; \
+	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
+	exit $$rc
+
+# Benchmarks against a real local broker, started (and stopped) here unless one answers.
+# `bench` is the full run and rewrites the README's table; `bench-quick` is scaled down.
+BENCH_ARGS ?=
+bench: venv
+	@started=0; \
+	if ! $(BIN)/supplyflow kafka ping >/dev/null 2>&1; then \
+	  $(BIN)/supplyflow kafka up --port $(KAFKA_PORT) || exit 1; started=1; \
+	fi; \
+	$(BIN)/python -m bench all $(BENCH_ARGS) && $(BIN)/python -m bench readme; rc=$$?; \
+	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
+	exit $$rc
+
+bench-quick: BENCH_ARGS = --quick
+bench-quick: venv
+	@started=0; \
+	if ! $(BIN)/supplyflow kafka ping >/dev/null 2>&1; then \
+	  $(BIN)/supplyflow kafka up --port $(KAFKA_PORT) || exit 1; started=1; \
+	fi; \
+	$(BIN)/python -m bench all $(BENCH_ARGS); rc=$$?; \
 	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
 	exit $$rc
 

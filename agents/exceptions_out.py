@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from supplyflow.agents.progress import is_marker
+from supplyflow.app.kafka_clients import client_options
 from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
@@ -61,7 +62,7 @@ class ExceptionEmitter:
         written: dict[tuple[str, str], None] = {}
         tp = TopicPartition(self.topic_name, partition)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False, group_id=None
+            **client_options(self.settings), enable_auto_commit=False, group_id=None
         )
         await consumer.start()
         try:

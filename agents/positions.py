@@ -4,9 +4,12 @@ It consumes ``inventory.events`` (keyed ``SKU@LOCATION``) and the internal delta
 (same keys, same partition count), so partition *p* of both belongs to the worker that
 owns the positions of partition *p*. After each batch it emits every changed position to
 ``inventory.positions``, waits for Kafka to take them, and then writes the states: a
-crash in between replays into the same outputs rather than losing one. It also consumes
-the ticks topic: on each tick of a partition it owns it fetches records the consumer went
-past without delivering (see :mod:`supplyflow.agents.progress`).
+crash in between replays into the same outputs rather than losing one.
+
+Every worker also appends a heartbeat (:data:`HEARTBEAT`, no deltas) to each deltas
+partition it owns twice a second. A deltas record the consumer skipped therefore always
+has a later one that reveals the gap (see :mod:`supplyflow.agents.progress`), and each
+heartbeat checks the partition's inventory records for a stalled tail.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 import orjson
@@ -37,7 +40,6 @@ from supplyflow.app.topics import (
     INVENTORY_EVENTS,
     POSITIONS,
     deltas_topic_name,
-    ticks_topic_name,
 )
 from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
 from supplyflow.tables.common import epoch_ms
@@ -51,7 +53,10 @@ from supplyflow.tables.position import (
     record_time,
 )
 
-__all__ = ["register_position_agent"]
+__all__ = ["HEARTBEAT", "register_position_agent"]
+
+#: A deltas record from no source with no deltas: appended by the ticker (see above).
+HEARTBEAT: Final = msgpack.packb(["heartbeat", []])
 
 
 class PositionActor:
@@ -68,10 +73,8 @@ class PositionActor:
         emitter: ExceptionEmitter,
         markers: ProgressMarkers,
         deltas_topic: str,
-        ticks_topic: str,
     ) -> None:
         self.app = app
-        self.ticks_topic = ticks_topic
         self.emitter = emitter
         self.markers = markers
         self.deltas_topic = deltas_topic
@@ -86,19 +89,19 @@ class PositionActor:
 
     async def process(self, batch: Sequence[Any]) -> None:
         groups: dict[int, list[Any]] = {}
-        ticked: dict[int, Any] = {}
+        beats: dict[int, Any] = {}
         for event in batch:
-            if event.message.topic == self.ticks_topic:
-                ticked[event.message.partition] = event
-            else:
-                groups.setdefault(event.message.partition, []).append(event)
+            msg = event.message
+            groups.setdefault(msg.partition, []).append(event)
+            if msg.value == HEARTBEAT and msg.topic == self.deltas_topic:
+                beats[msg.partition] = event
         for partition, events in groups.items():
             await self._process(partition, events, events[-1])
-        if ticked:
+        if beats:
             owned = owned_partitions(self.app, self.inventory_topic)
-            for partition, tick in ticked.items():
+            for partition, beat in beats.items():
                 if partition in owned:
-                    await self._repair(partition, tick)
+                    await self._repair(partition, beat)
 
     async def _process(self, partition: int, events: list[Any], scope: Any) -> None:
         with partition_scope(scope):
@@ -107,14 +110,16 @@ class PositionActor:
             for topic in (self.inventory_topic, self.deltas_topic):
                 self.markers.record_all(topic, [e for e in completed if e.message.topic == topic])
 
-    async def _repair(self, partition: int, tick: Any) -> None:
-        """Process the records of ``partition`` the consumer went past (see progress)."""
-        for topic in (self.inventory_topic, self.deltas_topic):
-            with partition_scope(tick):
-                end = end_offset(self.app, topic, partition)
-                missing = await self.markers.stalled(topic, partition, end)
-            if missing:
-                await self._process(partition, list(missing), tick)
+    async def _repair(self, partition: int, beat: Any) -> None:
+        """Process the inventory records the consumer went past (see progress).
+
+        Deltas need no such check: the heartbeat itself is a later record of the partition.
+        """
+        with partition_scope(beat):
+            end = end_offset(self.app, self.inventory_topic, partition)
+            missing = await self.markers.stalled(self.inventory_topic, partition, end)
+        if missing:
+            await self._process(partition, list(missing), beat)
 
     async def _complete(self, partition: int, events: list[Any]) -> list[Any]:
         """Both topics' events of one partition: replays dropped, skipped ones fetched.
@@ -227,7 +232,6 @@ def register_position_agent(
     source = app.topic(
         settings.topic(INVENTORY_EVENTS),
         deltas_topic_name(settings),
-        ticks_topic_name(settings),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
@@ -241,9 +245,8 @@ def register_position_agent(
         metrics=metrics,
         dead_letters=dead_letters,
         emitter=emitter,
-        markers=ProgressMarkers(table, settings.bootstrap),
+        markers=ProgressMarkers(table, settings),
         deltas_topic=deltas_topic_name(settings),
-        ticks_topic=ticks_topic_name(settings),
     )
     batch_sizes = metrics.batch_size.labels(topic="positions")
 

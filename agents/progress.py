@@ -27,6 +27,9 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from supplyflow.app.kafka_clients import client_options
+from supplyflow.app.settings import Settings
+
 __all__ = ["GapEvent", "GapMessage", "ProgressMarkers", "merge_completed"]
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ class GapMessage:
     timestamp: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # Faust refers to its event weakly
 class GapEvent:
     """Stands in for a Faust event wrapping a :class:`GapMessage`."""
 
@@ -72,9 +75,10 @@ def is_marker(key: str) -> bool:
 class ProgressMarkers:
     """Markers of one table; call inside the partition's scope (see ``partition_scope``)."""
 
-    def __init__(self, table: Any, bootstrap: str) -> None:
+    def __init__(self, table: Any, kafka: Settings | str) -> None:
         self.table = table
-        self.bootstrap = bootstrap
+        #: the settings (or a bare host:port list) the gap-filling consumer connects with
+        self.kafka = kafka
         #: (topic, partition) -> the marker seen at the previous stall check
         self._checked: dict[tuple[str, int], int | None] = {}
 
@@ -159,7 +163,7 @@ class ProgressMarkers:
     async def _fetch(self, topic: str, partition: int, start: int, end: int) -> list[GapEvent]:
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **client_options(self.kafka),
             enable_auto_commit=False,
             group_id=None,
             max_partition_fetch_bytes=_FETCH_BYTES,

@@ -12,10 +12,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supplyflow import __version__
 from supplyflow.errors import SupplyflowError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from supplyflow.app.sample import SampleRecord
+    from supplyflow.app.settings import Settings
 
 __all__ = ["main"]
 
@@ -46,12 +52,55 @@ def _parser() -> argparse.ArgumentParser:
     )
     kafka.add_argument("--port", type=int, default=9092, help="broker port (default 9092)")
     kafka.add_argument("--home", type=Path, help="state folder (default .supplyflow/kafka)")
+    kafka.add_argument(
+        "--secure-port",
+        type=int,
+        help="also open a SASL_SSL (SCRAM) listener on this port, for the user named by "
+        "SUPPLYFLOW_KAFKA_SASL_USERNAME / _PASSWORD",
+    )
+    kafka.add_argument("--tls-cert", type=Path, help="PEM certificate of the secure listener")
+    kafka.add_argument("--tls-key", type=Path, help="its unencrypted PEM (PKCS#8) key")
 
-    produce = sub.add_parser("produce", help="produce sample records to the input topics")
-    produce.add_argument("scenario", choices=["sample"], help="what to produce")
-    produce.add_argument("--run-id", default="sample", help="prefix of every generated id")
+    produce = sub.add_parser("produce", help="produce sample or load records to the input topics")
+    produce.add_argument(
+        "scenario",
+        choices=["sample", "load"],
+        help="sample: a few records of every type (some bad); load: a mid-size distributor's "
+        "workload (25,000 SKUs x 4 locations, about 250,000 records at scale 1)",
+    )
+    produce.add_argument(
+        "--run-id", help="prefix of every generated id (default: the scenario's name)"
+    )
+    produce.add_argument(
+        "--scale", type=float, default=1.0, help="load: x the distributor's volumes (default 1)"
+    )
+    produce.add_argument(
+        "--seed", type=int, default=7, help="load: the same seed gives the same records"
+    )
 
     sub.add_parser("demo", help="start everything, run the sample scenario, show the result")
+
+    dlq = sub.add_parser("dlq", help="dead letters: list, show, replay after correction")
+    dlq_sub = dlq.add_subparsers(dest="dlq_action", required=True, metavar="ACTION")
+    listing = dlq_sub.add_parser("list", help="list dead letters (oldest first)")
+    listing.add_argument("--reason", help="only this reason, e.g. schema or unknown_entity")
+    listing.add_argument("--topic", help="only from this input topic, e.g. po.events")
+    listing.add_argument("--limit", type=int, help="show at most this many (the newest)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    showing = dlq_sub.add_parser("show", help="one dead letter in full")
+    showing.add_argument("address", help="PARTITION/OFFSET in dlq, as `dlq list` prints it")
+    replaying = dlq_sub.add_parser(
+        "replay",
+        help="send dead letters back to their source topic (each at most once, re-runs skip "
+        "what was sent)",
+    )
+    replaying.add_argument("address", nargs="?", help="PARTITION/OFFSET of one dead letter")
+    replaying.add_argument("--reason", help="replay every dead letter of this reason")
+    replaying.add_argument("--topic", help="with --reason: only those from this input topic")
+    replaying.add_argument(
+        "--value-file", type=Path, help="with an address: the corrected value (JSON) to send"
+    )
+    replaying.add_argument("--dry-run", action="store_true", help="say what would be sent")
 
     schemas = sub.add_parser("schemas", help="JSON Schemas of the input events")
     schemas.add_argument("action", choices=["export", "check"])
@@ -59,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     schemas.add_argument(
         "--force", action="store_true", help="export even if it breaks compatibility"
     )
+
     return parser
 
 
@@ -91,7 +141,16 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
         ready = local_kafka.wait_until_ready(bootstrap, _PING_TIMEOUT_S)
         print(f"Kafka {'answers' if ready else 'does not answer'} at {bootstrap}")
         return 0 if ready else 1
-    cfg = local_kafka.default_config(home=args.home, port=args.port)
+    cfg = local_kafka.default_config(
+        home=args.home,
+        port=args.port,
+        secure_port=args.secure_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+    if args.action == "up" and cfg.secure_port is not None:
+        print(local_kafka.up(cfg, scram_users=_scram_users(args)).detail)
+        return 0
     if args.action == "fetch":
         print(f"Kafka jars in {local_kafka.fetch(cfg)}")
         return 0
@@ -106,14 +165,36 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
     return 0 if status.ready else 1
 
 
+def _scram_users(args: argparse.Namespace) -> dict[str, str]:
+    """The SCRAM user of the secure listener: the one the settings connect as."""
+    from supplyflow.app.local_kafka import LocalKafkaError
+    from supplyflow.app.settings import load_settings
+
+    settings = load_settings(args.config)
+    password = settings.kafka_sasl_password
+    if settings.kafka_sasl_username is None or password is None:
+        raise LocalKafkaError(
+            "the secure listener needs a SCRAM user: set SUPPLYFLOW_KAFKA_SECURITY_PROTOCOL="
+            "SASL_SSL, SUPPLYFLOW_KAFKA_SASL_USERNAME and SUPPLYFLOW_KAFKA_SASL_PASSWORD"
+        )
+    return {settings.kafka_sasl_username: password.get_secret_value()}
+
+
 def _cmd_produce(args: argparse.Namespace) -> int:
+    from supplyflow.app.exceptions import AppError
     from supplyflow.app.produce import produce_records
-    from supplyflow.app.sample import sample_scenario
     from supplyflow.app.settings import load_settings
     from supplyflow.app.topics import ensure_topics
 
     settings = load_settings(args.config)
-    records = sample_scenario(args.run_id, max_record_bytes=settings.max_record_bytes)
+    run_id = args.run_id or args.scenario
+    if args.scenario == "load":
+        if not args.scale > 0:
+            raise AppError(f"--scale must be a positive number, not {args.scale}")
+        return _produce_load(settings, run_id, args.scale, args.seed)
+    from supplyflow.app.sample import sample_scenario
+
+    records = sample_scenario(run_id, max_record_bytes=settings.max_record_bytes)
 
     async def run() -> int:
         await ensure_topics(settings)
@@ -122,6 +203,49 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     sent = asyncio.run(run())
     bad = sum(1 for r in records if r.expect != "ok")
     print(f"produced {sent} records ({bad} deliberately invalid) to {settings.bootstrap}")
+    return 0
+
+
+def _produce_load(settings: Settings, run_id: str, scale: float, seed: int) -> int:
+    from collections import Counter
+
+    from tqdm import tqdm
+
+    from supplyflow.app.produce import produce_records
+    from supplyflow.app.topics import ensure_topics
+    from supplyflow.app.workload import DISTRIBUTOR, estimate_records, iter_records
+
+    shape = DISTRIBUTOR.scaled(scale)
+    invalid: Counter[str] = Counter()
+
+    def counted() -> Iterator[SampleRecord]:
+        for record in iter_records(seed, run_id, shape):
+            if record.expect != "ok":
+                invalid[record.expect] += 1
+            yield record
+
+    with tqdm(
+        total=estimate_records(shape, seed), unit=" records", unit_scale=True, file=sys.stderr
+    ) as bar:
+
+        def progress(sent: int) -> None:
+            if bar.total is not None and bar.n + sent > bar.total:
+                bar.total = bar.n + sent  # the estimate was a little low
+            bar.update(sent)
+
+        async def run() -> int:
+            await ensure_topics(settings)
+            return await produce_records(settings, counted(), on_progress=progress)
+
+        sent = asyncio.run(run())
+        bar.total = sent  # the estimate was close; end the bar at 100%
+        bar.refresh()
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(invalid.items()))
+    print(
+        f"produced {sent} records of {shape.positions} SKU-locations, {shape.pos} POs and "
+        f"{shape.orders} sales orders to {settings.bootstrap} "
+        f"({sum(invalid.values())} deliberately invalid: {reasons or 'none'})"
+    )
     return 0
 
 
@@ -156,12 +280,79 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_dlq(args: argparse.Namespace) -> int:
+    import orjson
+
+    from supplyflow.app import dlq_replay, dlq_tools
+    from supplyflow.app.exceptions import AppError
+    from supplyflow.app.settings import load_settings
+
+    settings = load_settings(args.config)
+    if args.dlq_action == "list":
+        entries = asyncio.run(
+            dlq_tools.read_dead_letters(settings, reason=args.reason, topic=args.topic)
+        )
+        shown = entries[-args.limit :] if args.limit else entries
+        for entry in shown:
+            if args.json:
+                print(orjson.dumps(dlq_tools.summary(entry)).decode())
+            else:
+                print(dlq_tools.summary_line(entry))
+        counts: dict[str, int] = {}
+        for entry in entries:
+            counts[entry.reason] = counts.get(entry.reason, 0) + 1
+        by_reason = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        print(
+            f"{len(entries)} dead letters" + (f" ({by_reason})" if by_reason else ""),
+            file=sys.stderr,
+        )
+        return 0
+    if args.dlq_action == "show":
+        partition, offset = dlq_tools.parse_address(args.address)
+        entry = asyncio.run(dlq_tools.fetch_dead_letter(settings, partition, offset))
+        print(orjson.dumps(dlq_tools.show(entry), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if (args.address is None) == (args.reason is None):
+        raise AppError("give a dead letter's PARTITION/OFFSET or --reason (one of them)")
+    if args.value_file is not None and args.address is None:
+        raise AppError("--value-file corrects one dead letter: give its PARTITION/OFFSET")
+    corrected = None
+    if args.value_file is not None:
+        try:
+            corrected = args.value_file.read_bytes()
+        except OSError as exc:
+            raise AppError(f"cannot read {args.value_file}: {exc.strerror}") from exc
+
+    async def run() -> Any:
+        if args.address is not None:
+            partition, offset = dlq_tools.parse_address(args.address)
+            entries = [await dlq_tools.fetch_dead_letter(settings, partition, offset)]
+        else:
+            entries = await dlq_tools.read_dead_letters(
+                settings, reason=args.reason, topic=args.topic
+            )
+        return await dlq_replay.replay_dead_letters(
+            settings, entries, corrected=corrected, dry_run=args.dry_run
+        )
+
+    report = asyncio.run(run())
+    for line in report.lines():
+        print(line)
+    print(
+        f"{len(report.sent)} replayed, {len(report.already)} already replayed, "
+        f"{len(report.invalid)} not replayed",
+        file=sys.stderr,
+    )
+    return 1 if report.invalid else 0
+
+
 _COMMANDS = {
     "worker": _cmd_worker,
     "kafka": _cmd_kafka,
     "produce": _cmd_produce,
     "demo": _cmd_demo,
     "schemas": _cmd_schemas,
+    "dlq": _cmd_dlq,
 }
 
 

@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from supplyflow.app import local_kafka
 from supplyflow.app.exceptions import AppError
+from supplyflow.app.kafka_clients import client_options
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.produce import produce_records
 from supplyflow.app.sample import OK, SampleRecord, sample_scenario
@@ -63,7 +64,7 @@ _SHOWN_FIELDS: Final = POSITION_FIELDS
 async def _tail_positions(settings: Settings, stop: asyncio.Event) -> None:
     consumer = AIOKafkaConsumer(
         settings.topic(POSITIONS),
-        bootstrap_servers=settings.bootstrap,
+        **client_options(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -137,7 +138,7 @@ def _report(worker: WorkerProcess, settings: Settings, records: list[SampleRecor
         _say(f"  {type_:<22} {count}")
 
     letters = asyncio.run(
-        read_topic(settings.bootstrap, settings.topic(DLQ), expected=len(bad), wait_s=_DRAIN_S)
+        read_topic(settings, settings.topic(DLQ), expected=len(bad), wait_s=_DRAIN_S)
     )
     _say(f"\nDead-lettered to {settings.topic(DLQ)} ({len(letters)}):")
     for message in letters:
@@ -178,7 +179,7 @@ def _demo_slas(base: Settings) -> dict[str, str]:
 def _exceptions(worker: WorkerProcess, settings: Settings) -> None:
     _say(f"\nWaiting {_DEADLINE_WAIT_S:.0f}s for acknowledgment and invoice deadlines...")
     time.sleep(_DEADLINE_WAIT_S)
-    records = asyncio.run(read_topic(settings.bootstrap, settings.topic(EXCEPTIONS), wait_s=10))
+    records = asyncio.run(read_topic(settings, settings.topic(EXCEPTIONS), wait_s=10))
     _say(f"\nException transitions on {settings.topic(EXCEPTIONS)} ({len(records)}):")
     for message in records:
         t = orjson.loads(message.value)
@@ -238,9 +239,7 @@ def run_demo(base: Settings) -> int:
         if worker is not None:
             worker.stop()
         try:
-            asyncio.run(
-                delete_topics(settings.bootstrap, (settings.topic_prefix, f"{settings.app_id}-"))
-            )
+            asyncio.run(delete_topics(settings, (settings.topic_prefix, f"{settings.app_id}-")))
         except (OSError, AppError, KafkaError) as exc:
             _say(f"(could not delete demo topics: {exc})")
         if started_kafka is not None:

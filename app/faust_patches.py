@@ -23,14 +23,6 @@
 5. :func:`new_worker`: a ``faust.Worker`` without its terminal spinner. The spinner hooks
    a DEBUG-level handler onto the root logger, so every library builds a log record for
    every debug call: 10% of a busy worker's time, measured with py-spy.
-8. :func:`install`: the consumer hands each record to the streams through
-   :func:`wait_first_eager`. Faust awaits ``wait_first(callback(message),
-   suspend_flow.wait())`` for every record: four tasks and an ``asyncio.wait`` per record,
-   although delivery almost always completes at once (the stream's queue has room). The
-   eager version runs the delivery coroutine up to its first suspension right away; only a
-   delivery that really has to wait (queue full) goes through Faust's race against the
-   flow being suspended, with the rest of that same coroutine, so a rebalance still
-   interrupts it exactly as before.
 """
 
 from __future__ import annotations
@@ -38,16 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Awaitable, Coroutine, Generator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import faust
 from faust.streams import _current_event
-from faust.transport.consumer import Consumer
 from faust.transport.producer import ProducerBuffer
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
-from mode.services import WaitResults
 
 from supplyflow.codecs.serializers import MSGPACK_CODEC
 
@@ -60,7 +50,6 @@ __all__ = [
     "new_worker",
     "partition_scope",
     "table_key_estimate",
-    "wait_first_eager",
 ]
 
 
@@ -145,74 +134,7 @@ async def _send_pending_counted(self: Any, fut: Any) -> None:
         self._supplyflow_in_flight -= 1
 
 
-class _Reyield:
-    """Hands a value a coroutine yielded to the event loop on to the task running us."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __await__(self) -> Generator[Any, None, None]:
-        yield self.value
-
-
-async def _carry_on(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    """Drive ``coro`` on from the point where it yielded ``yielded`` to the event loop.
-
-    The task running this waits on what ``coro`` waits on, and a cancellation of that
-    task is thrown into ``coro`` where it waits: as if ``coro`` itself were the task.
-    """
-    while True:
-        try:
-            await _Reyield(yielded)
-        except BaseException as exc:  # noqa: BLE001 - cancellation too: ``coro`` must see it
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-            continue
-        try:
-            yielded = coro.send(None)
-        except StopIteration as stop:
-            return stop.value
-
-
-_original_wait_first = Consumer.wait_first
-
-
-async def wait_first_eager(
-    self: Any,
-    *coros: Any,
-    timeout: Any = None,  # noqa: ASYNC109 - the signature of the method it replaces
-) -> WaitResults:
-    """``Service.wait_first`` that first runs the first coroutine up to where it waits.
-
-    If it completes without waiting, that is the result and the other awaitables, never
-    started, are closed. Otherwise the race runs as in Faust, with the rest of it.
-    """
-    first = coros[0] if coros else None
-    if not asyncio.iscoroutine(first):
-        return await _original_wait_first(self, *coros, timeout=timeout)
-    try:
-        yielded = first.send(None)
-    except StopIteration as stop:
-        _close(coros[1:])
-        return WaitResults([first], [stop.value], False)
-    except BaseException:
-        _close(coros[1:])
-        raise
-    return await _original_wait_first(self, _carry_on(first, yielded), *coros[1:], timeout=timeout)
-
-
-def _close(awaitables: tuple[Awaitable[Any], ...]) -> None:
-    for awaitable in awaitables:
-        if asyncio.iscoroutine(awaitable):
-            awaitable.close()
-
-
 def install() -> None:
     """Apply the process-wide patches (idempotent; before the producer starts)."""
     ProducerBuffer.flush = flush_until_empty  # type: ignore[method-assign,assignment]  # the patch
     ProducerBuffer._send_pending = _send_pending_counted  # type: ignore[method-assign]  # the patch
-    Consumer.wait_first = wait_first_eager  # type: ignore[method-assign]  # the patch

@@ -30,17 +30,35 @@ _POLL_S: Final = 0.2
 _HTTP_TIMEOUT_S: Final = 5.0
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def free_port(span: int = 1) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, nor on the ``span - 1``
+    ports after it (a local broker needs its client port and the next one)."""
+    for _ in range(_FREE_PORT_TRIES):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port + span - 1 <= _MAX_PORT and all(_bindable(port + i) for i in range(span)):
+            return port
+    raise OSError(f"no {span} consecutive free ports found on 127.0.0.1")
+
+
+_FREE_PORT_TRIES = 50
+_MAX_PORT = 65535
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
-def _get(url: str) -> tuple[int, bytes]:
+def _get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310
     try:
-        with urllib.request.urlopen(url, timeout=_HTTP_TIMEOUT_S) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:  # noqa: S310
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -87,8 +105,12 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def get(self, path: str) -> tuple[int, bytes]:
-        return _get(self.url + path)
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        """GET ``path``; without ``headers``, with the worker's API token if it has one."""
+        if headers is None:
+            token = self.env.get("SUPPLYFLOW_API_TOKEN", "").strip()
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return _get(self.url + path, headers)
 
     def wait_healthy(self, timeout: float) -> None:
         """Wait until ``/health`` answers 200; raise with the log tail if it does not."""

@@ -16,7 +16,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_serializer, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -36,7 +43,12 @@ _config_file: ContextVar[Path | None] = ContextVar("supplyflow_config_file", def
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{0,100}$")
 _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
+#: An API token shorter than this is refused: it could be guessed.
+MIN_API_TOKEN_CHARS = 16
+
 Duration = Annotated[timedelta, NoDecode]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 SlaMap = Annotated[dict[str, timedelta], NoDecode]
 
 
@@ -124,6 +136,33 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # --- Kafka connection security (every client supplyflow creates uses these) -------
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism for the SASL_* protocols"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA bundle to verify the brokers (default: system CAs)"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate, for brokers that require one"
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM key of the certificate")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="password of an encrypted client key"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="check that the broker certificate names the broker host"
+    )
+    # --- HTTP API ------------------------------------------------------------------------
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="when set, the HTTP API needs 'Authorization: Bearer <token>'",
+    )
 
     @field_validator("bootstrap")
     @classmethod
@@ -150,6 +189,78 @@ class Settings(BaseSettings):
         if not _TOPIC_PREFIX.match(value):
             raise ValueError("use at most 100 letters, digits, '.', '_' or '-'")
         return value
+
+    @field_validator(
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "kafka_ssl_key_password",
+        "api_token",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``VAR=`` in a shell or compose file means "not set", not an empty secret."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _check_readable(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        try:
+            with value.open("rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror}") from exc
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_API_TOKEN_CHARS:
+            raise ValueError(
+                f"use at least {MIN_API_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        tls = protocol in ("SSL", "SASL_SSL")
+        problems = []
+        if sasl and (self.kafka_sasl_username is None or self.kafka_sasl_password is None):
+            problems.append(
+                f"SUPPLYFLOW_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                "SUPPLYFLOW_KAFKA_SASL_USERNAME and SUPPLYFLOW_KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            problems.append(
+                "SUPPLYFLOW_KAFKA_SASL_USERNAME/_PASSWORD are set but "
+                f"SUPPLYFLOW_KAFKA_SECURITY_PROTOCOL is {protocol}: set it to SASL_SSL "
+                "(or SASL_PLAINTEXT), or unset the credentials"
+            )
+        tls_files = [
+            name
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
+            if getattr(self, f"kafka_{name}") is not None
+        ]
+        if tls_files and not tls:
+            problems.append(
+                f"SUPPLYFLOW_KAFKA_{tls_files[0].upper()} is set but "
+                f"SUPPLYFLOW_KAFKA_SECURITY_PROTOCOL is {protocol}: set it to SSL or "
+                "SASL_SSL, or unset the TLS settings"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            problems.append(
+                "set SUPPLYFLOW_KAFKA_SSL_CERTFILE and SUPPLYFLOW_KAFKA_SSL_KEYFILE together"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("sla_po_ack", "sla_order_ack", mode="before")
     @classmethod
@@ -204,11 +315,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**overrides)
     except ValidationError as exc:
         problems = []
-        for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        for error in exc.errors(include_input=False):
+            if error["loc"]:
+                field = str(error["loc"][0])
+                problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+            else:  # a check across settings: its message names them
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+        # from None: pydantic's own message repeats the rejected input, which may be a secret.
         raise SettingsError(
             "bad setting, fix it and start again:\n  " + "\n  ".join(problems)
-        ) from exc
+        ) from None
     finally:
         _config_file.reset(token)

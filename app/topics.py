@@ -12,11 +12,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from supplyflow.app.exceptions import AppError
+from supplyflow.app.kafka_clients import client_options, connection_error
 from supplyflow.app.settings import Settings
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "ensure_topics",
     "read_topic",
     "ticks_topic_name",
+    "topic_partitions",
     "topic_specs",
 ]
 
@@ -83,6 +85,15 @@ def ticks_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-ticks"
 
 
+#: The state tables (see ``agents.state``); each has a compacted changelog topic.
+STATE_TABLES: Final = ("po", "order", "position")
+
+
+def changelog_topic_name(settings: Settings, table: str) -> str:
+    """The changelog topic Faust uses for state table ``table``."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
 #: Ticks are worthless after a moment; keep an hour for debugging.
 _TICKS_RETENTION_MS: Final = 3_600_000
 
@@ -98,6 +109,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             n,
             {"retention.ms": str(_TICKS_RETENTION_MS)},
             internal=True,
+        ),
+        # Created up front, not left to Faust: an agent that starts before Faust's own
+        # creation is visible in the metadata crashed with PartitionsMismatch ("0
+        # partitions") and never processed again.
+        *(
+            TopicSpec(changelog_topic_name(settings, t), n, {"cleanup.policy": "compact"}, True)
+            for t in STATE_TABLES
         ),
         *(TopicSpec(settings.topic(name), n, dict(inputs)) for name in INPUT_TOPICS),
         TopicSpec(settings.topic(POSITIONS), n, {"cleanup.policy": "compact"}),
@@ -115,16 +133,12 @@ async def ensure_topics(settings: Settings) -> list[str]:
     input topic has the wrong number of partitions.
     """
     specs = topic_specs(settings)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap, request_timeout_ms=_ADMIN_TIMEOUT_MS
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=_ADMIN_TIMEOUT_MS)
     try:
         await admin.start()
     except KafkaError as exc:
-        raise AppError(
-            f"cannot reach Kafka at {settings.bootstrap} ({exc}): start it with "
-            "`supplyflow kafka up` or set SUPPLYFLOW_BOOTSTRAP to your cluster"
-        ) from exc
+        await admin.close()
+        raise await connection_error(settings, "cannot reach Kafka", exc) from exc
     try:
         # Describe only topics that exist: a metadata request for a missing topic makes a
         # broker with auto.create.topics.enable create it, with the wrong configuration.
@@ -173,16 +187,17 @@ async def ensure_topics(settings: Settings) -> list[str]:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, expected: int | None = None, wait_s: float = 60.0
+    kafka: Settings | str, topic: str, *, expected: int | None = None, wait_s: float = 60.0
 ) -> list[Any]:
     """Every record of ``topic`` from the start (no consumer group, nothing committed).
 
-    Waits until ``expected`` records have arrived or ``wait_s`` passes; with ``expected``
-    None, reads up to the end offsets at the time of the call.
+    ``kafka`` is the settings (or a plain ``host:port`` list). Waits until ``expected``
+    records have arrived or ``wait_s`` passes; with ``expected`` None, reads up to the end
+    offsets at the time of the call.
     """
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -210,9 +225,27 @@ async def read_topic(
     return records
 
 
-async def delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> list[str]:
+async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic`` (an error naming the prefix when it does not exist)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        # Never describe a missing topic: a broker that auto-creates topics would make it.
+        exists = topic in await admin.list_topics()
+        described = await admin.describe_topics([topic]) if exists else []
+    except KafkaError as exc:
+        raise await connection_error(settings, "cannot reach Kafka", exc) from exc
+    finally:
+        await admin.close()
+    found = [t for t in described if t.get("topic") == topic and t.get("error_code", 0) == 0]
+    if not found or not found[0]["partitions"]:
+        raise AppError(f"topic {topic} does not exist: is SUPPLYFLOW_TOPIC_PREFIX right?")
+    return [TopicPartition(topic, p["partition"]) for p in found[0]["partitions"]]
+
+
+async def delete_topics(kafka: Settings | str, prefixes: tuple[str, ...]) -> list[str]:
     """Delete every topic whose name starts with one of ``prefixes``; return their names."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(prefixes)]

@@ -5,17 +5,25 @@ owning worker's table: the key's partition is computed as producers compute it (
 of the UTF-8 key), and a worker that does not own it forwards the request to the one that
 does (one hop; a forwarded request that misses answers 503 so clients retry). Only routes
 registered here are served (see :mod:`supplyflow.app.faust_patches`).
+
+With ``SUPPLYFLOW_API_TOKEN`` set, the data routes answer 401 unless the request carries
+``Authorization: Bearer <token>``; ``/health``, ``/metrics`` (no entity ids, no
+quantities) and the static status page stay open for probes and Prometheus. A worker
+forwarding a request to another adds the token itself.
 """
 
 from __future__ import annotations
 
+import functools
+import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, Final
 
 import aiohttp
 import orjson
+from pydantic import SecretStr
 
 from supplyflow.agents.exceptions_out import OpenExceptions, book_from_wire
 from supplyflow.agents.progress import is_marker
@@ -26,12 +34,13 @@ from supplyflow.tables.order import OrderState, order_view
 from supplyflow.tables.po import PoState, po_view
 from supplyflow.tables.position import PositionState, position_record
 
-__all__ = ["health_state", "register_views"]
+__all__ = ["auth_problem", "forward_headers", "health_state", "protected", "register_views"]
 
 log = logging.getLogger(__name__)
 
 _UNAVAILABLE: Final = 503
 _NOT_FOUND: Final = 404
+_UNAUTHORIZED: Final = 401
 _FORWARDED: Final = "x-supplyflow-forwarded"
 #: How long a worker waits for the owner of a key when it forwards a query.
 _FORWARD_TIMEOUT: Final = aiohttp.ClientTimeout(total=10.0)  # type: ignore[call-arg]
@@ -51,11 +60,57 @@ def _json(web: Any, body: Any, status: int = 200) -> Any:
     return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
 
+def auth_problem(request: Any, token: SecretStr | None) -> str | None:
+    """Why ``request`` may not use a protected route, or None when it may."""
+    if token is None:
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return "this API needs a token: send the header 'Authorization: Bearer <token>'"
+    if not hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode()):
+        return "the bearer token is not this deployment's SUPPLYFLOW_API_TOKEN"
+    return None
+
+
+View = Callable[..., Awaitable[Any]]
+
+
+def protected(token: SecretStr | None) -> Callable[[View], View]:
+    """Wrap a view so that it answers 401 (JSON) without the right bearer token."""
+
+    def wrap(view: View) -> View:
+        @functools.wraps(view)
+        async def guarded(web: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            problem = auth_problem(request, token)
+            if problem is not None:
+                return web.bytes(
+                    orjson.dumps({"error": problem}),
+                    content_type="application/json",
+                    status=_UNAUTHORIZED,
+                    headers={"WWW-Authenticate": 'Bearer realm="supplyflow"'},
+                )
+            return await view(web, request, *args, **kwargs)
+
+        return guarded
+
+    return wrap
+
+
+def forward_headers(me: str, token: SecretStr | None) -> dict[str, str]:
+    """Headers of a request one worker forwards to another."""
+    headers = {_FORWARDED: me}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+    return headers
+
+
 class KeyRouter:
     """Finds the worker owning a table key and reads or forwards."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, token: SecretStr | None = None) -> None:
         self.app = app
+        self.token = token
 
     def owner_url(self, table: Any, key: str) -> str | None:
         topic = table.changelog_topic.get_topic_name()
@@ -90,7 +145,7 @@ class KeyRouter:
         try:
             async with (
                 aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT) as session,
-                session.get(url, headers={_FORWARDED: me}) as response,
+                session.get(url, headers=forward_headers(me, self.token)) as response,
             ):
                 body = await response.read()
                 return web.bytes(body, content_type="application/json", status=response.status)
@@ -136,7 +191,9 @@ def local_exceptions(
     return found
 
 
-async def _gather_exceptions(app: Any, request: Any, local: list[dict[str, Any]]) -> Any:
+async def _gather_exceptions(
+    app: Any, request: Any, local: list[dict[str, Any]], token: SecretStr | None
+) -> Any:
     """Ask every other worker for its part (one hop) and merge, newest first."""
     me = str(app.conf.canonical_url).rstrip("/")
     peers = {str(url).rstrip("/") for url in app.assignor.tables_metadata()} - {me}
@@ -146,7 +203,7 @@ async def _gather_exceptions(app: Any, request: Any, local: list[dict[str, Any]]
         for peer in sorted(peers):
             try:
                 async with session.get(
-                    peer + request.path_qs, headers={_FORWARDED: me}
+                    peer + request.path_qs, headers=forward_headers(me, token)
                 ) as response:
                     body = orjson.loads(await response.read())
                     merged.extend(body["exceptions"])
@@ -162,9 +219,12 @@ def register_views(
     tables: StateTables,
     open_index: OpenExceptions,
     ensure_index: Callable[[], None],
+    *,
+    api_token: SecretStr | None = None,
 ) -> None:
     """Register the worker's HTTP routes on ``app``'s web server."""
-    router = KeyRouter(app)
+    router = KeyRouter(app, api_token)
+    guard = protected(api_token)
 
     page = resources.files("supplyflow.app").joinpath("static/status.html").read_bytes()
 
@@ -183,6 +243,7 @@ def register_views(
         return web.bytes(metrics.render(), content_type=CONTENT_TYPE.split(";")[0])
 
     @app.page("/positions/{sku}/{location}")  # type: ignore[untyped-decorator]
+    @guard
     async def position(web: Any, request: Any, sku: str, location: str) -> Any:
         def render(wire: list[Any]) -> dict[str, Any]:
             state = PositionState.from_wire(wire)
@@ -194,6 +255,7 @@ def register_views(
         )
 
     @app.page("/exceptions")  # type: ignore[untyped-decorator]  # faust ships no types
+    @guard
     async def exceptions(web: Any, request: Any) -> Any:
         query = dict(request.query)
         if query.get("status", "open") not in ("open", "resolved", "all"):
@@ -204,13 +266,14 @@ def register_views(
         local = local_exceptions(tables, query, open_index)
         if request.headers.get(_FORWARDED):
             return _json(web, {"exceptions": local})
-        merged, missing = await _gather_exceptions(app, request, local)
+        merged, missing = await _gather_exceptions(app, request, local, api_token)
         body: dict[str, Any] = {"count": len(merged), "exceptions": merged}
         if missing:
             body["incomplete"] = missing
         return _json(web, body)
 
     @app.page("/pos/{po_id}")  # type: ignore[untyped-decorator]  # faust ships no types
+    @guard
     async def purchase_order(web: Any, request: Any, po_id: str) -> Any:
         def render(wire: list[Any]) -> dict[str, Any]:
             return po_view(PoState.from_wire(wire))
@@ -220,6 +283,7 @@ def register_views(
         )
 
     @app.page("/orders/{order_id}")  # type: ignore[untyped-decorator]  # faust ships no types
+    @guard
     async def sales_order(web: Any, request: Any, order_id: str) -> Any:
         def render(wire: list[Any]) -> dict[str, Any]:
             return order_view(OrderState.from_wire(wire))

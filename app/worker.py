@@ -15,18 +15,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, NoReturn
 
+import faust
 from prometheus_client import CollectorRegistry
 
 from supplyflow import __version__
 from supplyflow.agents.entities import EntityActor, EntityKind
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
 from supplyflow.agents.ingest import IngestTunables, owned_partitions, register_input_agent
-from supplyflow.agents.positions import register_position_agent
+from supplyflow.agents.positions import HEARTBEAT, register_position_agent
 from supplyflow.agents.progress import ProgressMarkers
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import faust_patches
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.faust_patches import SupplyflowApp, new_worker, table_key_estimate
+from supplyflow.app.kafka_clients import ssl_context
 from supplyflow.app.logs import logging_config
 from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
 from supplyflow.app.settings import Settings
@@ -51,7 +53,7 @@ ORDER_KIND: Final = EntityKind(
     "order", apply_order_event, fire_order_deadlines, OrderState.from_wire
 )
 
-__all__ = ["Worker", "build_app", "run_worker"]
+__all__ = ["Worker", "broker_credentials", "build_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,18 @@ TICK_INTERVAL_S: Final = 0.5
 #: Standby replicas double the changelog traffic each worker reads; recovery from the
 #: changelog is fast enough that supplyflow runs without them.
 _STANDBY_REPLICAS: Final = 0
+_MIB: Final = 1024 * 1024
+#: RocksDB per partition database (3 tables x partitions of them per worker). Faust's
+#: defaults (a 2 GiB block cache and 3 x 64 MiB write buffers *each*) let a worker's memory
+#: grow by gigabytes; these bound it to about 20 MiB per database. State is small records
+#: read once per batch, so a small cache costs little.
+ROCKSDB_OPTIONS: Final = {
+    "write_buffer_size": 4 * _MIB,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * _MIB,
+    "block_cache_size": 8 * _MIB,
+    "block_cache_compressed_size": 4 * _MIB,
+}
 
 
 @dataclass
@@ -76,6 +90,25 @@ def _seconds(value: timedelta) -> float:
     return value.total_seconds()
 
 
+def broker_credentials(settings: Settings) -> Any:
+    """Faust's ``broker_credentials`` (TLS and/or SASL) for the settings; None for PLAINTEXT.
+
+    The same settings as every other client (:mod:`supplyflow.app.kafka_clients`).
+    """
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context(settings))
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password.get_secret_value() if password else None,
+        ssl_context=ssl_context(settings) if protocol == "SASL_SSL" else None,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
 def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
     """Create the worker's Faust app, topics, agents and views."""
     register_codecs()
@@ -85,7 +118,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     app = SupplyflowApp(
         settings.app_id,
         broker=brokers,
+        broker_credentials=broker_credentials(settings),
         store="rocksdb://",
+        rocksdb_options=ROCKSDB_OPTIONS,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -153,7 +188,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             topic=topic,
             handler=actor,
             metrics=metrics,
-            markers=ProgressMarkers(actor.table, settings.bootstrap),
+            markers=ProgressMarkers(actor.table, settings),
             ticks=(ticks, actor.tick),
             tunables=tunables,
         )
@@ -165,7 +200,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         emitter=emitter,
         tunables=tunables,
     )
-    register_ticker(app, ticks)
+    register_ticker(app, ticks, deltas)
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """A revoked partition's exception tail must be read again if it comes back."""
@@ -193,7 +228,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         open_counts=open_counts,
     )
     metrics.registry.register(WorkerCollector(probes, RULES))
-    register_views(app, metrics, tables, open_index, ensure_index)
+    register_views(app, metrics, tables, open_index, ensure_index, api_token=settings.api_token)
     return Worker(app=app, metrics=metrics, settings=settings, tables=tables)
 
 
@@ -258,14 +293,17 @@ def rules_from(settings: Settings) -> Rules:
     )
 
 
-def register_ticker(app: Any, ticks: str) -> None:
-    """Every :data:`TICK_INTERVAL_S`, send a tick to each ticks partition owned here."""
+def register_ticker(app: Any, ticks: str, deltas: Any) -> None:
+    """Every :data:`TICK_INTERVAL_S`, a tick to each ticks partition owned here, and a
+    heartbeat to each deltas partition owned here (see ``agents.positions``)."""
     topic = app.topic(ticks, key_serializer="raw", value_serializer="raw")
 
     @app.timer(TICK_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust ships no types
     async def tick() -> None:
         for partition in sorted(owned_partitions(app, ticks)):
             await topic.send(key=None, value=b"", partition=partition)
+        for partition in sorted(owned_partitions(app, deltas.get_topic_name())):
+            await deltas.send(key=None, value=HEARTBEAT, partition=partition)
 
 
 def run_worker(settings: Settings) -> NoReturn:

@@ -1,23 +1,126 @@
-"""``python -m bench throughput [--scale S] [--bootstrap host:port]``."""
+"""``python -m bench [all|throughput|latency|state|readme] [--quick|--smoke]``.
+
+``all`` (the default) runs every part in one run against the broker at
+``SUPPLYFLOW_BOOTSTRAP`` and writes ``<out>/<date>-<host>.json``, ``.md`` and PNG plots;
+``readme`` rewrites the README's benchmark section from the newest complete report.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
 
-from bench.throughput import run
+from bench.harness import PLANS, Plan, prime
+from bench.report import latest_report, markdown, update_readme, write
+from supplyflow.app import local_kafka
+from supplyflow.app.topics import delete_topics
+from supplyflow.errors import SupplyflowError
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+RESULTS: Final = ROOT / "bench" / "results"
+PARTS: Final = ("throughput", "latency", "state")
+#: The deployments (topic prefix and app id suffixes) each part uses.
+DEPLOYMENTS: Final = {"throughput": ("tp1", "tp2"), "latency": ("latency",), "state": ("state",)}
+_BROKER_CHECK_S: Final = 15.0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    sub = parser.add_subparsers(dest="command", required=True)
-    throughput = sub.add_parser("throughput", help="supplyflow vs naive Faust vs raw aiokafka")
-    throughput.add_argument("--scale", type=float, default=1.0, help="x the default scenario")
-    throughput.add_argument(
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("part", nargs="?", default="all", choices=["all", *PARTS, "readme"])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="scaled down: under 5 minutes")
+    size.add_argument(
+        "--smoke", action="store_true", help="a few seconds per part: checks the harness only"
+    )
+    parser.add_argument("--scale", type=float, help="throughput workload scale (overrides plan)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where reports are written")
+    parser.add_argument(
         "--bootstrap", default=os.environ.get("SUPPLYFLOW_BOOTSTRAP", "127.0.0.1:9092")
     )
-    args = parser.parse_args()
-    run(args.bootstrap, args.scale)
+    parser.add_argument("--report", type=Path, help="readme: this report, not the newest")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    return parser
+
+
+def _run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+    from bench.latency import run_latency
+    from bench.state import run_state
+    from bench.throughput import run_throughput
+
+    if not local_kafka.wait_until_ready(args.bootstrap, _BROKER_CHECK_S):
+        raise SupplyflowError(
+            f"no Kafka broker answers at {args.bootstrap}: run `make bench` (it starts one), "
+            "or `supplyflow kafka up`, or set SUPPLYFLOW_BOOTSTRAP"
+        )
+    started_at = datetime.now(UTC)
+    run_id = "bench-" + started_at.strftime("%Y%m%d%H%M%S")
+    host = platform.node() or "host"
+    report: dict[str, Any] = {
+        "stem": f"{started_at.strftime('%Y%m%d-%H%M%S')}-{host}",
+        "date": started_at.isoformat(),
+        "host": host,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "mode": plan.mode,
+        "plan": {k: v for k, v in vars(plan).items() if k != "mode"},
+        "bootstrap": args.bootstrap,
+        "seed": args.seed,
+        "command": "python -m bench " + shlex.join(sys.argv[1:]),
+    }
+    parts = PARTS if args.part == "all" else (args.part,)
+    runners = {"throughput": run_throughput, "latency": run_latency, "state": run_state}
+    work = Path(tempfile.mkdtemp(prefix=f"supplyflow-{run_id}-"))
+    clock = time.monotonic()
+    try:
+        print("priming the deployments (first start of their workers)", flush=True)
+        prime(args.bootstrap, run_id, work, [n for part in parts for n in DEPLOYMENTS[part]])
+        for part in parts:
+            part_started = time.monotonic()
+            report[part] = runners[part](plan, args.bootstrap, run_id, work, args.seed)
+            report[part]["part_seconds"] = round(time.monotonic() - part_started, 1)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        # Everything this run created on the broker, also of parts that never ran.
+        asyncio.run(delete_topics(args.bootstrap, (f"{run_id}-",)))
+    report["wall_seconds"] = round(time.monotonic() - clock, 1)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # aiokafka warns about every retry while new topics elect leaders; retries are normal.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    try:
+        if args.part == "readme":
+            source = args.report or latest_report(args.out)
+            update_readme(args.readme, source)
+            print(f"{args.readme}: benchmark section from {source}")
+            return 0
+        plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
+        if args.scale is not None:
+            plan = replace(plan, throughput_scale=args.scale)
+        report = _run(args, plan)
+        files = write(report, args.out)
+    except (SupplyflowError, FileNotFoundError, ValueError) as exc:
+        print(f"python -m bench: {exc}", file=sys.stderr)
+        return 2
+    print("\n" + markdown(report))
+    for kind, path in files.items():
+        print(f"{kind}: {path}")
     return 0
 
 

@@ -1,73 +1,87 @@
-"""End-to-end throughput, side by side on the same input in one run.
+"""Sustained end-to-end throughput, side by side on the same pre-produced input.
 
-1. Produce a generated workload (``supplyflow.app.workload``) to fresh topics.
-2. Ceiling: a bare aiokafka consumer reading the three input topics and decoding every
-   record with supplyflow's decoder.
-3. The usual way: :mod:`bench.naive` (one Faust table write per event).
-4. supplyflow: one worker process, from start until every input record is processed.
+The distributor workload (:data:`supplyflow.app.workload.DISTRIBUTOR` x the plan's scale)
+is produced, in full, before anything reads it, once per deployment that needs its own
+topics. Then, one after the other:
 
-Each figure is events per second over the same records; the report gives the ratios,
-which is what survives a shared, noisy machine.
+1. ceiling: a bare aiokafka consumer reading the three input topics and decoding every
+   record with supplyflow's decoder, nothing else;
+2. the usual way: :mod:`bench.naive` (one Faust table write per event);
+3. supplyflow, one worker process; 4. supplyflow, two worker processes.
+
+A supplyflow run is timed from the first record its workers wrote (a position delta,
+position, exception or dead letter) to the last one they emitted, from Kafka timestamps,
+over all the input. Workers started together do not join the group at the same moment:
+the report says how many records the first one processed before the group was complete
+(the time includes that and the rebalance, as it would in a real start). The last
+position per key is then compared with the reference computation of the valid input: a
+run that is not exact is reported as such.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from supplyflow.app.processes import WorkerProcess
-from supplyflow.app.produce import produce_records
-from supplyflow.app.settings import Settings
-from supplyflow.app.topics import INPUT_TOPICS, delete_topics, ensure_topics
-from supplyflow.app.workload import Scenario, generate
+from bench.harness import (
+    BenchError,
+    Deployment,
+    Plan,
+    edge_timestamps,
+    processed,
+    read_since,
+    wait_drained,
+    wait_group,
+)
+from supplyflow.app.topics import INPUT_TOPICS, POSITIONS
+from supplyflow.app.workload import DISTRIBUTOR, iter_records
 from supplyflow.codecs import DecodeError, decode_input
+from supplyflow.codecs.events import AnyEvent
+from supplyflow.codecs.quantity import parse_qty
+from supplyflow.tables.reference import POSITION_FIELDS, reference_positions
 
-__all__ = ["Result", "run"]
+__all__ = ["run_throughput"]
 
-RESULTS: Final = Path(__file__).resolve().parent / "results"
-#: Longest any one measurement may take before the benchmark gives up on it.
-MEASURE_TIMEOUT_S: Final = 900.0
-_POLL_S: Final = 0.2
-
-
-@dataclass
-class Result:
-    name: str
-    events: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds if self.seconds else 0.0
+_MAX_BYTES: Final = 1 << 20
+_ROOT: Final = Path(__file__).resolve().parents[1]
 
 
-async def _raw_consume(settings: Settings, expected: int) -> Result:
+def _result(key: str, name: str, events: int, seconds: float, **extra: Any) -> dict[str, Any]:
+    rate = events / seconds if seconds > 0 else 0.0
+    return {
+        "key": key,
+        "name": name,
+        "events": events,
+        "seconds": round(seconds, 6),
+        "events_per_s": round(rate),
+        **extra,
+    }
+
+
+async def _ceiling(dep: Deployment, expected: int, limit_s: float) -> dict[str, Any]:
     consumer = AIOKafkaConsumer(
-        *(settings.topic(t) for t in INPUT_TOPICS),
-        bootstrap_servers=settings.bootstrap,
+        *(dep.topic(t) for t in INPUT_TOPICS),
+        bootstrap_servers=dep.bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await consumer.start()
-    names = {settings.topic(t): t for t in INPUT_TOPICS}
+    names = {dep.topic(t): t for t in INPUT_TOPICS}
     seen = 0
     started = time.perf_counter()
     try:
-        while seen < expected and time.perf_counter() - started < MEASURE_TIMEOUT_S:
+        while seen < expected and time.perf_counter() - started < limit_s:
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for records in batch.values():
                 for record in records:
@@ -77,24 +91,25 @@ async def _raw_consume(settings: Settings, expected: int) -> Result:
                             record.key,
                             record.value,
                             list(record.headers or ()),
-                            max_bytes=settings.max_record_bytes,
+                            max_bytes=_MAX_BYTES,
                         )
                     except DecodeError:
                         pass
                     seen += 1
     finally:
         await consumer.stop()
-    return Result("aiokafka consumer + decode (ceiling)", seen, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return _result("ceiling", "aiokafka consumer + decode (ceiling)", seen, elapsed)
 
 
-def _naive(settings: Settings, expected: int, work: Path) -> Result:
+def _naive(dep: Deployment, expected: int, timeout: float) -> dict[str, Any]:
     env = {
         **os.environ,
-        "BENCH_BOOTSTRAP": settings.bootstrap,
-        "BENCH_PREFIX": settings.topic_prefix,
-        "BENCH_APP_ID": f"{settings.app_id}-naive",
-        "BENCH_DATA_DIR": str(work / "naive"),
-        "BENCH_PARTITIONS": str(settings.partitions),
+        "BENCH_BOOTSTRAP": dep.bootstrap,
+        "BENCH_PREFIX": dep.settings.topic_prefix,
+        "BENCH_APP_ID": f"{dep.settings.app_id}-naive",
+        "BENCH_DATA_DIR": str(dep.work / "naive"),
+        "BENCH_PARTITIONS": str(dep.settings.partitions),
     }
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -103,116 +118,145 @@ def _naive(settings: Settings, expected: int, work: Path) -> Result:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # Faust's worker turns print() into log lines on stderr
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=_ROOT,
     )
-    processed = 0
+    processed_count = 0
     first_at: float | None = None
+    tail: list[str] = []
     try:
-        assert proc.stdout is not None
+        if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives a pipe
+            raise BenchError("no pipe from the naive agent")
         for line in proc.stdout:
+            tail = [*tail[-20:], line]
             if "processed " in line:
-                processed = int(line.rsplit("processed ", 1)[1].split()[0])
-                if processed and first_at is None:
+                processed_count = int(line.rsplit("processed ", 1)[1].split()[0])
+                if processed_count and first_at is None:
                     first_at = time.perf_counter()
-                if processed >= expected or time.perf_counter() - started > MEASURE_TIMEOUT_S:
+                if processed_count >= expected or time.perf_counter() - started > timeout:
                     break
     finally:
-        proc.terminate()
+        proc.kill()  # its state is not needed
         proc.wait(30)
-    begin = first_at if first_at is not None else started
-    return Result(
-        "naive Faust agent (table write per event)", processed, time.perf_counter() - begin
+    if first_at is None:
+        raise BenchError("the naive Faust agent processed nothing:\n" + "".join(tail))
+    return _result(
+        "naive",
+        "naive Faust agent (table write per event)",
+        processed_count,
+        time.perf_counter() - first_at,
     )
 
 
-def _supplyflow(settings: Settings, expected: int, work: Path) -> Result:
-    env = {
-        "SUPPLYFLOW_BOOTSTRAP": settings.bootstrap,
-        "SUPPLYFLOW_TOPIC_PREFIX": settings.topic_prefix,
-        "SUPPLYFLOW_APP_ID": settings.app_id,
-        "SUPPLYFLOW_DATA_DIR": str(work / "supplyflow"),
-        "SUPPLYFLOW_PARTITIONS": str(settings.partitions),
-        "SUPPLYFLOW_LOG_LEVEL": "WARNING",
+def _latest_positions(dep: Deployment) -> dict[str, dict[str, int]]:
+    records = asyncio.run(read_since(dep.bootstrap, dep.topic(POSITIONS)))
+    latest = {m.key.decode(): orjson.loads(m.value) for m in records}
+    return {
+        key: {f: parse_qty(value[f], signed=True) for f in POSITION_FIELDS}
+        for key, value in latest.items()
     }
-    worker = WorkerProcess(env, work / "worker.log")
-    worker.start()
-    try:
-        worker.wait_healthy(MEASURE_TIMEOUT_S)
-        first_at: float | None = None
-        processed = 0.0
-        deadline = time.perf_counter() + MEASURE_TIMEOUT_S
-        while processed < expected and time.perf_counter() < deadline:
-            samples = worker.metrics()
-            processed = sum(
-                v for (name, _), v in samples.items() if name == "supplyflow_events_total"
-            )
-            if processed and first_at is None:
-                first_at = time.perf_counter()
-            time.sleep(_POLL_S)
-        begin = first_at if first_at is not None else time.perf_counter()
-        return Result("supplyflow, 1 worker", int(processed), time.perf_counter() - begin)
-    finally:
-        worker.stop()
 
 
-def run(bootstrap: str, scale: float, seed: int = 7) -> dict[str, Any]:
-    """Run the throughput comparison; returns the report (also written to results/)."""
-    run_id = "bench-" + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    settings = Settings(bootstrap=bootstrap, topic_prefix=f"{run_id}.", app_id=run_id, partitions=8)
-    base = Scenario()
-    shape = Scenario(
-        pos=max(1, int(base.pos * scale)),
-        orders=max(1, int(base.orders * scale)),
-        skus=max(2, int(base.skus * max(1.0, scale))),
-        locations=base.locations,
-        adjustments=max(1, int(base.adjustments * scale)),
+def _differences(expected: dict[str, dict[str, int]], got: dict[str, dict[str, int]]) -> int:
+    zero = dict.fromkeys(POSITION_FIELDS, 0)
+    return sum(
+        1 for key in expected.keys() | got.keys() if expected.get(key, zero) != got.get(key, zero)
     )
-    records = generate(seed, run_id, shape)
-    work = Path(tempfile.mkdtemp(prefix=f"supplyflow-{run_id}-"))
-    print(f"producing {len(records)} records to {settings.topic_prefix}* ...", flush=True)
-    asyncio.run(ensure_topics(settings))
-    asyncio.run(produce_records(settings, records))
+
+
+def _supplyflow(
+    dep: Deployment,
+    workers: int,
+    expected: int,
+    reference: dict[str, dict[str, int]],
+    timeout: float,
+) -> dict[str, Any]:
+    started = dep.start_workers(workers)
     try:
-        results = [
-            asyncio.run(_raw_consume(settings, len(records))),
-            _naive(settings, len(records), work),
-            _supplyflow(settings, len(records), work),
-        ]
+        wait_group(dep.bootstrap, dep.settings.app_id, workers, timeout)
+        stable_ms = time.time() * 1000
+        before = processed(started)
+        if not wait_drained(dep, expected, timeout):
+            raise BenchError(
+                f"{workers} worker(s) did not process {expected} records in {timeout:.0f}s "
+                f"(got {processed(started)}):\n{dep.log_tails()}"
+            )
+        first, _ = asyncio.run(edge_timestamps(dep.bootstrap, [*dep.outputs, dep.deltas_topic()]))
+        _, last = asyncio.run(edge_timestamps(dep.bootstrap, dep.outputs))
     finally:
-        asyncio.run(delete_topics(bootstrap, (settings.topic_prefix, f"{run_id}-")))
-    ceiling, naive, ours = results
-    report = {
-        "date": datetime.now(UTC).isoformat(),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "events": len(records),
-        "results": [asdict(r) | {"events_per_s": round(r.rate)} for r in results],
+        dep.stop_workers(graceful=False)  # the state is not needed any more
+    if first is None or last is None:
+        raise BenchError(f"{workers} worker(s) emitted nothing")
+    wrong = _differences(reference, _latest_positions(dep))
+    plural = "s" if workers > 1 else ""
+    extra: dict[str, Any] = {
+        "exact": wrong == 0,
+        "positions_wrong": wrong,
+        "processed_before_group_complete": before if first < stable_ms else 0,
+    }
+    if workers > 1 and first < stable_ms and before > expected * 0.01:
+        extra["note"] = (
+            f"{before:,} of {expected:,} records were processed before all {workers} workers "
+            "were in the group; the time includes that and the rebalance"
+        )
+    return _result(
+        f"supplyflow_{workers}",
+        f"supplyflow, {workers} worker{plural}",
+        expected,
+        (last - first) / 1000,
+        **extra,
+    )
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    return round(a["events_per_s"] / b["events_per_s"], 3) if b["events_per_s"] else None
+
+
+def run_throughput(
+    plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int
+) -> dict[str, Any]:
+    """The throughput comparison; returns its part of the report."""
+    shape = DISTRIBUTOR.scaled(plan.throughput_scale)
+    one = Deployment(bootstrap, run_id, "tp1", work)
+    two = Deployment(bootstrap, run_id, "tp2", work)
+    try:
+        count = 0
+
+        def valid_events() -> Iterator[AnyEvent]:
+            nonlocal count
+            for record in iter_records(seed, run_id, shape):
+                count += 1
+                if record.expect == "ok":
+                    yield decode_input(
+                        record.topic, record.key, record.value, record.headers, max_bytes=_MAX_BYTES
+                    )
+
+        reference = reference_positions(valid_events())
+        print(f"throughput: producing {count} records twice (one copy per deployment)", flush=True)
+        for dep in (one, two):
+            sent = asyncio.run(dep.produce(iter_records(seed, run_id, shape)))
+            if sent != count:
+                raise BenchError(f"produced {sent} records, expected {count}")
+        results = [asyncio.run(_ceiling(one, count, plan.timeout_s))]
+        print(f"throughput: ceiling {results[-1]['events_per_s']} events/s", flush=True)
+        results.append(_naive(one, count, plan.timeout_s))
+        print(f"throughput: naive Faust {results[-1]['events_per_s']} events/s", flush=True)
+        results.append(_supplyflow(one, 1, count, reference, plan.timeout_s))
+        print(f"throughput: 1 worker {results[-1]['events_per_s']} events/s", flush=True)
+        results.append(_supplyflow(two, 2, count, reference, plan.timeout_s))
+        print(f"throughput: 2 workers {results[-1]['events_per_s']} events/s", flush=True)
+    finally:
+        asyncio.run(one.delete())
+        asyncio.run(two.delete())
+    ceiling, naive, sf1, sf2 = results
+    return {
+        "scale": plan.throughput_scale,
+        "records": count,
+        "sku_locations": shape.positions,
+        "results": results,
         "ratios": {
-            "supplyflow_vs_naive": round(ours.rate / naive.rate, 2) if naive.rate else None,
-            "supplyflow_vs_ceiling": round(ours.rate / ceiling.rate, 3) if ceiling.rate else None,
+            "supplyflow_1_vs_ceiling": _ratio(sf1, ceiling),
+            "supplyflow_1_vs_naive": _ratio(sf1, naive),
+            "supplyflow_2_vs_1": _ratio(sf2, sf1),
+            "supplyflow_2_vs_ceiling": _ratio(sf2, ceiling),
         },
     }
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{run_id}-{platform.node()}.json"
-    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    print(markdown(report))
-    print(f"\nwritten {out}")
-    return report
-
-
-def markdown(report: dict[str, Any]) -> str:
-    lines = [
-        f"{report['events']} events, {report['cpus']} CPUs, {report['date'][:19]}Z",
-        "",
-        "| pipeline | events | seconds | events/s |",
-        "|---|---:|---:|---:|",
-    ]
-    for r in report["results"]:
-        lines.append(f"| {r['name']} | {r['events']} | {r['seconds']:.1f} | {r['events_per_s']} |")
-    ratios = report["ratios"]
-    lines += [
-        "",
-        f"supplyflow / naive Faust: {ratios['supplyflow_vs_naive']}x; "
-        f"supplyflow / ceiling: {ratios['supplyflow_vs_ceiling']}",
-    ]
-    return "\n".join(lines)

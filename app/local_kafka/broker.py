@@ -13,12 +13,14 @@ import logging
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from supplyflow.app.local_kafka.config import ENV_BOOTSTRAP, BrokerStatus, LocalKafkaConfig
 from supplyflow.app.local_kafka.exceptions import LocalKafkaError
 from supplyflow.app.local_kafka.home import (
     ERROR_LOG_LINES,
+    add_scram_users,
     ensure_cluster_id,
     file_tail,
     java_command,
@@ -82,13 +84,30 @@ def status(cfg: LocalKafkaConfig) -> BrokerStatus:
     )
 
 
-def up(cfg: LocalKafkaConfig, timeout: float = UP_TIMEOUT) -> BrokerStatus:
+def up(
+    cfg: LocalKafkaConfig,
+    timeout: float = UP_TIMEOUT,
+    *,
+    scram_users: Mapping[str, str] | None = None,
+) -> BrokerStatus:
     """Start the broker (fetching jars and formatting storage on first use) and wait for it.
 
     ``timeout`` bounds the wait for the broker's first metadata answer; the first-time jar
     download is not counted. Returns the running status; raises :class:`LocalKafkaError`
     with the log tail when the broker exits or does not answer in time (it is then stopped).
+    ``scram_users`` (name -> password) are created for the secure listener, also when the
+    broker already runs.
     """
+    if scram_users and cfg.secure_port is None:
+        raise LocalKafkaError("SCRAM users need the secure listener: give --secure-port")
+    status = _up(cfg, timeout)
+    if scram_users:
+        java = find_java()
+        add_scram_users(cfg, java, fetch(cfg), scram_users)
+    return status
+
+
+def _up(cfg: LocalKafkaConfig, timeout: float) -> BrokerStatus:
     pid = _locate(cfg)
     if pid is not None:
         drift = settings_drift(cfg)
@@ -108,6 +127,11 @@ def up(cfg: LocalKafkaConfig, timeout: float = UP_TIMEOUT) -> BrokerStatus:
             "Stop it with `down` and start it again."
         )
     _check_ports_free(cfg)
+    if cfg.secure_port is not None and _port_in_use(cfg.host, cfg.secure_port):
+        raise LocalKafkaError(
+            f"port {cfg.secure_port} (the secure listener) is in use on {cfg.host}: stop what "
+            "holds it or choose another --secure-port"
+        )
     java = find_java()
     java_major_version(java)
     libs = fetch(cfg)
@@ -259,12 +283,13 @@ def _wait_started(cfg: LocalKafkaConfig, process: subprocess.Popen[bytes], timeo
 
 
 def _running(cfg: LocalKafkaConfig, pid: int, state: str) -> BrokerStatus:
+    secure = f" and SASL_SSL at {cfg.secure_bootstrap}" if cfg.secure_bootstrap else ""
     return BrokerStatus(
         running=True,
         pid=pid,
         bootstrap=cfg.bootstrap,
         home=cfg.home,
-        detail=f"{state} (pid {pid}) at {cfg.bootstrap}, logs: {cfg.paths.server_log}",
+        detail=f"{state} (pid {pid}) at {cfg.bootstrap}{secure}, logs: {cfg.paths.server_log}",
         ready=True,
     )
 

@@ -18,6 +18,7 @@ __all__ = [
     "ENV_BOOTSTRAP",
     "ENV_KAFKA_HOME",
     "KAFKA_VERSION",
+    "SCRAM_MECHANISMS",
     "BrokerPaths",
     "BrokerStatus",
     "LocalKafkaConfig",
@@ -33,6 +34,8 @@ DEFAULT_PORT = 9092
 ENV_KAFKA_HOME = "SUPPLYFLOW_KAFKA_HOME"
 ENV_BOOTSTRAP = "SUPPLYFLOW_BOOTSTRAP"
 _DEFAULT_HOME = Path(".supplyflow") / "kafka"
+#: SASL mechanisms of the secure listener; users get credentials for each.
+SCRAM_MECHANISMS = ("SCRAM-SHA-512",)
 _HEAP = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 _MAX_PORT = 65535
 
@@ -53,6 +56,11 @@ class LocalKafkaConfig:
     controller_port: int | None = None
     partitions: int = 8
     heap: str = "1g"
+    #: a SASL_SSL listener (SCRAM-SHA-512) on this port, next to the PLAINTEXT one
+    secure_port: int | None = None
+    #: PEM certificate (chain) and unencrypted PEM key of the secure listener
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         # A frozen dataclass may only normalise its own fields through object.__setattr__.
@@ -66,6 +74,20 @@ class LocalKafkaConfig:
             raise LocalKafkaError(
                 f"controller_port must differ from port ({self.port}): the broker needs two"
             )
+        if self.secure_port is not None:
+            taken = (self.port, self.resolved_controller_port)
+            if not 0 < self.secure_port <= _MAX_PORT or self.secure_port in taken:
+                raise LocalKafkaError(
+                    f"secure_port {self.secure_port} must be a free TCP port other than "
+                    f"{taken[0]} and {taken[1]}"
+                )
+            if self.tls_cert is None or self.tls_key is None:
+                raise LocalKafkaError(
+                    "a secure listener needs a TLS certificate and its key (PEM files): "
+                    "give --tls-cert and --tls-key"
+                )
+            object.__setattr__(self, "tls_cert", Path(self.tls_cert).expanduser().absolute())
+            object.__setattr__(self, "tls_key", Path(self.tls_key).expanduser().absolute())
         if self.partitions < 1:
             raise LocalKafkaError(f"partitions must be at least 1, not {self.partitions}")
         if not _HEAP.match(self.heap):
@@ -82,6 +104,13 @@ class LocalKafkaConfig:
     def bootstrap(self) -> str:
         """``host:port`` for clients (what ``SUPPLYFLOW_BOOTSTRAP`` should be set to)."""
         return f"{_bracket(self.host)}:{self.port}"
+
+    @property
+    def secure_bootstrap(self) -> str | None:
+        """``host:port`` of the SASL_SSL listener, when there is one."""
+        if self.secure_port is None:
+            return None
+        return f"{_bracket(self.host)}:{self.secure_port}"
 
     @property
     def paths(self) -> BrokerPaths:
@@ -103,6 +132,7 @@ class BrokerPaths:
     pid_file: Path
     cluster_id_file: Path
     meta_properties: Path
+    keystore: Path
     libs: Path
 
     @classmethod
@@ -121,6 +151,7 @@ class BrokerPaths:
             pid_file=home / "broker.pid",
             cluster_id_file=home / "cluster.id",
             meta_properties=home / "data" / "meta.properties",
+            keystore=home / "tls" / "keystore.pem",
             libs=cfg.cache_dir / "libs",
         )
 
@@ -148,27 +179,62 @@ def default_cache_dir() -> Path:
     return base / "supplyflow" / f"kafka-{KAFKA_VERSION}"
 
 
-def default_config(home: Path | None = None, port: int = DEFAULT_PORT) -> LocalKafkaConfig:
+def default_config(
+    home: Path | None = None,
+    port: int = DEFAULT_PORT,
+    *,
+    secure_port: int | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> LocalKafkaConfig:
     """The usual config: ``home`` or ``$SUPPLYFLOW_KAFKA_HOME`` or ``./.supplyflow/kafka``."""
     if home is None:
         env_home = os.environ.get(ENV_KAFKA_HOME, "").strip()
         home = Path(env_home) if env_home else Path.cwd() / _DEFAULT_HOME
-    return LocalKafkaConfig(home=home, cache_dir=default_cache_dir(), port=port)
+    return LocalKafkaConfig(
+        home=home,
+        cache_dir=default_cache_dir(),
+        port=port,
+        secure_port=secure_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
 
 
 def render_server_properties(cfg: LocalKafkaConfig) -> str:
     """The broker's ``server.properties`` (single node, combined broker and controller)."""
     host = _bracket(cfg.host)
     cport = cfg.resolved_controller_port
+    listeners = f"PLAINTEXT://{host}:{cfg.port},CONTROLLER://{host}:{cport}"
+    advertised = f"PLAINTEXT://{host}:{cfg.port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    secure: list[tuple[str, str | int]] = []
+    if cfg.secure_port is not None:
+        listeners += f",SASL_SSL://{host}:{cfg.secure_port}"
+        advertised += f",SASL_SSL://{host}:{cfg.secure_port}"
+        protocols += ",SASL_SSL:SASL_SSL"
+        secure = [
+            ("sasl.enabled.mechanisms", ",".join(SCRAM_MECHANISMS)),
+            *(
+                (
+                    f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config",
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                )
+                for mechanism in SCRAM_MECHANISMS
+            ),
+            ("listener.name.sasl_ssl.ssl.keystore.type", "PEM"),
+            ("listener.name.sasl_ssl.ssl.keystore.location", _escape(str(cfg.paths.keystore))),
+        ]
     settings: list[tuple[str, str | int]] = [
         ("process.roles", "broker,controller"),
         ("node.id", 1),
         ("controller.quorum.voters", f"1@{host}:{cport}"),
-        ("listeners", f"PLAINTEXT://{host}:{cfg.port},CONTROLLER://{host}:{cport}"),
-        ("advertised.listeners", f"PLAINTEXT://{host}:{cfg.port}"),
+        ("listeners", listeners),
+        ("advertised.listeners", advertised),
         ("inter.broker.listener.name", "PLAINTEXT"),
         ("controller.listener.names", "CONTROLLER"),
-        ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"),
+        ("listener.security.protocol.map", protocols),
+        *secure,
         ("log.dirs", _escape(str(cfg.paths.data))),
         ("num.partitions", cfg.partitions),
         ("default.replication.factor", 1),

@@ -9,15 +9,22 @@ from __future__ import annotations
 import base64
 import logging
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
-from supplyflow.app.local_kafka.config import LocalKafkaConfig, render_server_properties
+from supplyflow.app.local_kafka.config import (
+    SCRAM_MECHANISMS,
+    LocalKafkaConfig,
+    render_server_properties,
+)
 from supplyflow.app.local_kafka.exceptions import LocalKafkaError
 from supplyflow.app.local_kafka.process import KAFKA_MAIN_CLASS
 from supplyflow.app.local_kafka.tooling import resource_text, tail_text
 
 __all__ = [
+    "add_scram_users",
     "ensure_cluster_id",
     "file_tail",
     "java_command",
@@ -124,8 +131,83 @@ def prepare_home(cfg: LocalKafkaConfig) -> None:
     paths = cfg.paths
     for folder in (paths.home, paths.data, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
+    if cfg.tls_cert is not None and cfg.tls_key is not None:
+        _write_keystore(cfg.tls_cert, cfg.tls_key, paths.keystore)
     paths.server_properties.write_text(render_server_properties(cfg), encoding="utf-8")
     paths.log4j_config.write_text(resource_text(LOG4J_RESOURCE), encoding="utf-8")
+
+
+def _write_keystore(cert: Path, key: Path, keystore: Path) -> None:
+    """Kafka's PEM keystore: the private key, then the certificate chain, in one file."""
+    try:
+        key_pem = key.read_text(encoding="ascii")
+        cert_pem = cert.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LocalKafkaError(f"cannot read the TLS certificate or key: {exc}") from exc
+    if "-----BEGIN PRIVATE KEY-----" not in key_pem:
+        raise LocalKafkaError(
+            f"{key} is not an unencrypted PKCS#8 PEM key (BEGIN PRIVATE KEY): convert it with "
+            f"`openssl pkcs8 -topk8 -nocrypt -in {key} -out broker-key.pem`"
+        )
+    if "-----BEGIN CERTIFICATE-----" not in cert_pem:
+        raise LocalKafkaError(f"{cert} holds no PEM certificate (BEGIN CERTIFICATE)")
+    keystore.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keystore.touch(mode=0o600, exist_ok=True)
+    keystore.chmod(0o600)
+    keystore.write_text(key_pem.strip() + "\n" + cert_pem.strip() + "\n", encoding="ascii")
+
+
+def add_scram_users(
+    cfg: LocalKafkaConfig, java: Path, libs: Path, users: Mapping[str, str]
+) -> None:
+    """Create or update SCRAM users (every mechanism of the secure listener) on the broker.
+
+    Runs Kafka's own ``ConfigCommand`` against the PLAINTEXT listener; passwords go
+    through a private file, never the command line.
+    """
+    for user, password in users.items():
+        if not user or any(ch in user for ch in ",=[] "):
+            raise LocalKafkaError(f"SCRAM user name {user!r} may not contain , = [ ] or space")
+        if any(ch in password for ch in ",[]\n"):
+            raise LocalKafkaError("a local SCRAM password may not contain , [ ] or a newline")
+        with tempfile.NamedTemporaryFile(
+            "w", dir=cfg.paths.home, prefix=".scram-", suffix=".properties", delete=False
+        ) as handle:
+            secret_file = Path(handle.name)
+            for mechanism in SCRAM_MECHANISMS:
+                handle.write(f"{mechanism}=iterations=8192,password={password}\n")
+        command = [
+            str(java),
+            f"-Xmx{TOOL_HEAP}",
+            *log_options(cfg),
+            "-cp",
+            f"{libs}/*",
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            cfg.bootstrap,
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            user,
+            "--add-config-file",
+            str(secret_file),
+        ]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=FORMAT_TIMEOUT, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise LocalKafkaError(f"could not run Kafka's ConfigCommand: {exc}") from exc
+        finally:
+            secret_file.unlink(missing_ok=True)
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).replace(password, "***")
+            raise LocalKafkaError(
+                f"creating SCRAM user {user!r} failed (exit {done.returncode}): "
+                f"{tail_text(output, ERROR_LOG_LINES)}"
+            )
+        logger.info("SCRAM user %r ready on %s", user, cfg.secure_bootstrap)
 
 
 def log_options(cfg: LocalKafkaConfig) -> list[str]:

@@ -117,3 +117,12 @@ def test_a_repair_is_bounded_and_continues_on_later_ticks() -> None:
     markers.record_all(INV, [_event(INV, o) for _, o in first])
     assert _stalled(markers, 20_000) == []  # the marker moved: wait a tick
     assert _stalled(markers, 20_000)[0] == (INV, REPAIR_MAX)
+
+
+def test_a_fetched_record_can_scope_table_access() -> None:
+    """Faust keeps its current event by weak reference: a fetched record must allow one
+    (found by the SIGKILL test: the repair of a stalled partition crashed the agent)."""
+    from supplyflow.app.faust_patches import partition_scope
+
+    with partition_scope(_event(INV, 5)):
+        pass

@@ -41,5 +41,19 @@ def test_help_lists_the_commands() -> None:
         timeout=60,
         check=True,
     )
-    for command in ("worker", "kafka", "produce", "demo", "schemas"):
+    for command in ("worker", "kafka", "produce", "demo", "schemas", "dlq"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("scale", ["0", "-2"])
+def test_produce_load_with_a_bad_scale_says_so_and_exits_2(scale: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "supplyflow", "produce", "load", "--scale", scale],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--scale must be a positive number" in result.stderr
+    assert "Traceback" not in result.stderr

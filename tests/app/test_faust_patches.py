@@ -6,10 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-from faust.transport.consumer import Consumer
 from faust.transport.producer import ProducerBuffer
-from mode import Service
 
 from supplyflow.app import faust_patches
 from supplyflow.app.faust_patches import QuietWeb, SupplyflowApp, flush_until_empty
@@ -81,88 +78,3 @@ def test_partition_scope_sets_and_restores_the_current_event() -> None:
     with faust_patches.partition_scope(event):
         assert current_event() is event
     assert current_event() is None
-
-
-class Delivery:
-    """A stand-in for Faust's per-record delivery coroutine, recording what happened."""
-
-    def __init__(self) -> None:
-        self.blocker: asyncio.Future[str] | None = None
-        self.events: list[str] = []
-
-    async def at_once(self) -> str:
-        self.events.append("delivered")
-        return "done"
-
-    async def after_wait(self) -> str:
-        self.blocker = asyncio.get_running_loop().create_future()
-        try:
-            value = await self.blocker  # a full stream queue
-        except asyncio.CancelledError:
-            self.events.append("cancelled")
-            raise
-        self.events.append(f"delivered {value}")
-        return value
-
-    async def failing(self) -> str:
-        raise ValueError("bad record")
-
-
-async def test_eager_delivery_completes_without_the_race_when_nothing_waits() -> None:
-    service: Any = _service()
-    delivery = Delivery()
-    suspend = asyncio.Event()
-    other: Any = suspend.wait()
-    result = await faust_patches.wait_first_eager(service, delivery.at_once(), other)
-    assert result.results == ["done"]
-    assert delivery.events == ["delivered"]
-    assert other.cr_frame is None  # closed, never started: no "never awaited" warning
-
-
-async def test_a_delivery_that_waits_finishes_inside_the_race() -> None:
-    service: Any = _service()
-    delivery = Delivery()
-    suspend = asyncio.Event()
-    race = asyncio.create_task(
-        faust_patches.wait_first_eager(service, delivery.after_wait(), suspend.wait())
-    )
-    await asyncio.sleep(0.01)
-    assert delivery.blocker is not None
-    assert delivery.events == []
-    delivery.blocker.set_result("later")
-    result = await asyncio.wait_for(race, 5)
-    assert "later" in result.results
-    assert delivery.events == ["delivered later"]
-
-
-async def test_a_suspended_flow_still_interrupts_a_waiting_delivery() -> None:
-    """What Faust's race is for: a rebalance must not wait for a full queue to drain."""
-    service: Any = _service()
-    delivery = Delivery()
-    suspend = asyncio.Event()
-    race = asyncio.create_task(
-        faust_patches.wait_first_eager(service, delivery.after_wait(), suspend.wait())
-    )
-    await asyncio.sleep(0.01)
-    suspend.set()
-    await asyncio.wait_for(race, 5)
-    assert delivery.events == ["cancelled"]
-    assert delivery.blocker is not None
-    assert delivery.blocker.cancelled()
-
-
-async def test_a_failing_delivery_raises_and_closes_the_rest() -> None:
-    service: Any = _service()
-    other: Any = asyncio.Event().wait()
-    with pytest.raises(ValueError, match="bad record"):
-        await faust_patches.wait_first_eager(service, Delivery().failing(), other)
-    assert other.cr_frame is None
-
-
-def test_install_makes_the_consumer_deliver_eagerly() -> None:
-    faust_patches.install()
-    assert Consumer.wait_first is faust_patches.wait_first_eager
-
-
-def _service() -> Any:
-    return Service()

@@ -228,6 +228,50 @@ def test_server_properties_follow_explicit_ports_and_partitions(tmp_path: Path) 
     assert cfg.bootstrap == "127.0.0.1:19600"
 
 
+def test_secure_listener_adds_sasl_ssl_with_a_private_pem_keystore(tmp_path: Path) -> None:
+    cert, key = tmp_path / "broker.pem", tmp_path / "broker-key.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    key.write_text("-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+    cfg = LocalKafkaConfig(
+        home=tmp_path / "h",
+        cache_dir=tmp_path / "c",
+        port=19500,
+        secure_port=19510,
+        tls_cert=cert,
+        tls_key=key,
+    )
+    props = parse_properties(render_server_properties(cfg))
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:19500,CONTROLLER://127.0.0.1:19501,SASL_SSL://127.0.0.1:19510"
+    )
+    assert props["advertised.listeners"].endswith(",SASL_SSL://127.0.0.1:19510")
+    assert "SASL_SSL:SASL_SSL" in props["listener.security.protocol.map"]
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert "ScramLoginModule" in props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+    assert props["listener.name.sasl_ssl.ssl.keystore.type"] == "PEM"
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert cfg.secure_bootstrap == "127.0.0.1:19510"
+    prepare_home(cfg)
+    keystore = cfg.paths.keystore
+    assert props["listener.name.sasl_ssl.ssl.keystore.location"] == str(keystore)
+    assert keystore.read_text().index("PRIVATE KEY") < keystore.read_text().index("CERTIFICATE")
+    assert stat.S_IMODE(keystore.stat().st_mode) == 0o600
+
+
+def test_secure_listener_needs_a_pkcs8_key_and_a_certificate(tmp_path: Path) -> None:
+    with pytest.raises(LocalKafkaError, match="--tls-cert and --tls-key"):
+        LocalKafkaConfig(home=tmp_path, cache_dir=tmp_path, secure_port=19510)
+    with pytest.raises(LocalKafkaError, match="other than"):
+        LocalKafkaConfig(home=tmp_path, cache_dir=tmp_path, port=19500, secure_port=19501)
+    key = tmp_path / "rsa.pem"
+    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----\n")
+    cfg = LocalKafkaConfig(
+        home=tmp_path / "h", cache_dir=tmp_path, secure_port=19510, tls_cert=key, tls_key=key
+    )
+    with pytest.raises(LocalKafkaError, match="openssl pkcs8 -topk8 -nocrypt"):
+        prepare_home(cfg)
+
+
 def test_config_paths_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = LocalKafkaConfig(home=Path("rel/home"), cache_dir=Path("rel/cache"))

@@ -36,11 +36,15 @@ def test_demo_runs_end_to_end(bootstrap: str) -> None:
     for reason in {r.expect for r in bad}:
         assert reason in out
     assert "Dead-lettered to demo-" in out
-    assert demo_workers() == []
+    assert demo_workers(bootstrap) == []
 
 
-def demo_workers() -> list[int]:
-    """Worker processes a demo started (their app id starts with ``demo-``)."""
+def demo_workers(bootstrap: str) -> list[int]:
+    """Worker processes a demo on ``bootstrap`` started (their app id starts with ``demo-``).
+
+    Only this broker's: on a shared machine other checkouts run demos against their own.
+    """
+    broker = f"SUPPLYFLOW_BOOTSTRAP={bootstrap}\0".encode()
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -48,6 +52,10 @@ def demo_workers() -> list[int]:
             environ = (proc / "environ").read_bytes()
         except OSError:
             continue
-        if b"supplyflow\0worker" in cmdline and b"SUPPLYFLOW_APP_ID=demo-" in environ:
+        if (
+            b"supplyflow\0worker" in cmdline
+            and b"SUPPLYFLOW_APP_ID=demo-" in environ
+            and broker in environ + b"\0"
+        ):
             found.append(int(proc.name))
     return found

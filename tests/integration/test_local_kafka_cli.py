@@ -60,7 +60,7 @@ def broker_pids(home: Path) -> list[int]:
 
 def test_up_twice_starts_one_broker_and_down_leaves_none(tmp_path: Path) -> None:
     home = tmp_path / "kafka"
-    port = free_port()
+    port = free_port(span=2)  # the client port and the controller port after it
     try:
         first = kafka("up", home, port)
         assert first.returncode == 0, first.stderr
@@ -89,7 +89,7 @@ def test_up_twice_starts_one_broker_and_down_leaves_none(tmp_path: Path) -> None
 def test_down_and_up_keep_topics_and_records(tmp_path: Path) -> None:
     """The fault suite stops the broker mid-stream and relies on its log dir surviving."""
     home = tmp_path / "kafka"
-    port = free_port()
+    port = free_port(span=2)  # the client port and the controller port after it
     address = f"127.0.0.1:{port}"
     settings = Settings(bootstrap=address, topic_prefix="kept.", app_id="kept", partitions=2)
     records = [

@@ -156,7 +156,6 @@ def test_two_workers_end_exact_and_answer_for_any_key(
     assert duplicates > 0
 
 
-@pytest.mark.faults
 def test_sigkill_mid_stream_and_restart_still_exact(
     bootstrap: str, names: dict[str, str], start_worker: Factory
 ) -> None:

@@ -1,0 +1,149 @@
+"""How every Kafka client of supplyflow connects: bootstrap servers, TLS and SASL.
+
+The worker's Faust app (``broker_credentials``, built in :mod:`supplyflow.app.worker` from
+:func:`ssl_context` and the same settings) and every aiokafka producer, consumer and admin
+client supplyflow creates (:func:`client_options`) take their connection from the one
+settings object, so a secured cluster needs the ``SUPPLYFLOW_KAFKA_*`` settings
+and nothing else. When a client cannot connect, :func:`connection_error` finds out why
+(refused TCP, TLS handshake, SASL credentials) and says which setting to fix; secrets
+never appear in its messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any, Final
+
+from aiokafka import errors as kafka_errors
+from aiokafka.conn import create_conn
+
+from supplyflow.app.exceptions import AppError
+from supplyflow.app.settings import Settings
+
+__all__ = [
+    "client_options",
+    "connection_error",
+    "diagnose",
+    "ssl_context",
+]
+
+#: How long the diagnosis waits for one broker to answer (it runs after a failure).
+DIAGNOSE_TIMEOUT_S: Final = 10.0
+_CREDENTIALS: Final = "SUPPLYFLOW_KAFKA_SASL_USERNAME / SUPPLYFLOW_KAFKA_SASL_PASSWORD"
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of the SSL and SASL_SSL protocols (verifies the broker always)."""
+    cafile = settings.kafka_ssl_cafile
+    try:
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        if settings.kafka_ssl_certfile is not None and settings.kafka_ssl_keyfile is not None:
+            password = settings.kafka_ssl_key_password
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile),
+                password=password.get_secret_value() if password else None,
+            )
+    except ssl.SSLError as exc:
+        raise AppError(
+            f"cannot load the Kafka TLS files ({exc.reason or exc}): "
+            "SUPPLYFLOW_KAFKA_SSL_CAFILE must be a PEM CA bundle, SUPPLYFLOW_KAFKA_SSL_CERTFILE "
+            "a PEM certificate and SUPPLYFLOW_KAFKA_SSL_KEYFILE its key (with "
+            "SUPPLYFLOW_KAFKA_SSL_KEY_PASSWORD if it is encrypted)"
+        ) from exc
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    return context
+
+
+def _security(settings: Settings) -> dict[str, Any]:
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl_context(settings)
+    if protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
+    return options
+
+
+def client_options(target: Settings | str) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka client: ``bootstrap_servers`` and security.
+
+    ``target`` is the settings, or a bare ``host:port`` list for an unsecured cluster
+    (tests and tools that only know an address).
+    """
+    if isinstance(target, str):
+        return {"bootstrap_servers": target}
+    return {"bootstrap_servers": target.bootstrap, **_security(target)}
+
+
+def _explain(settings: Settings, address: str, exc: BaseException) -> str:
+    protocol = settings.kafka_security_protocol
+    if isinstance(exc, kafka_errors.SaslAuthenticationFailed | kafka_errors.IllegalSaslStateError):
+        return (
+            f"{address} refused the {settings.kafka_sasl_mechanism} credentials of user "
+            f"{settings.kafka_sasl_username!r}: check {_CREDENTIALS} (and "
+            "SUPPLYFLOW_KAFKA_SASL_MECHANISM) against the user created on the cluster"
+        )
+    if isinstance(exc, kafka_errors.UnsupportedSaslMechanismError):
+        return f"{exc}: set SUPPLYFLOW_KAFKA_SASL_MECHANISM to one the cluster enables"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the TLS certificate of {address} is not trusted ({exc.verify_message}): set "
+            "SUPPLYFLOW_KAFKA_SSL_CAFILE to the PEM file of the CA that signed the broker "
+            "certificates (and check the host name in SUPPLYFLOW_BOOTSTRAP matches them)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return (
+            f"TLS handshake with {address} failed ({exc.reason or exc}): is this a TLS "
+            f"listener? SUPPLYFLOW_KAFKA_SECURITY_PROTOCOL is {protocol}"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f"nothing listens on {address}: start Kafka (`supplyflow kafka up`) or fix "
+            "SUPPLYFLOW_BOOTSTRAP"
+        )
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        return f"cannot connect to {address} ({exc}): fix SUPPLYFLOW_BOOTSTRAP"
+    hint = (
+        "the listener may need TLS or SASL: set SUPPLYFLOW_KAFKA_SECURITY_PROTOCOL to what "
+        "the cluster's listener uses (SSL, SASL_SSL, ...)"
+        if protocol == "PLAINTEXT"
+        else f"check that this listener speaks {protocol}"
+    )
+    return f"{address} closed the connection ({str(exc) or type(exc).__name__}): {hint}"
+
+
+async def diagnose(settings: Settings) -> str | None:
+    """Why the first bootstrap server cannot be used, or None if it accepts a connection."""
+    host, _, port = settings.bootstrap.split(",")[0].rpartition(":")
+    address = f"{host}:{port}"
+    try:
+        security = _security(settings)
+    except AppError as exc:
+        return str(exc)
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(host.strip("[]"), int(port), **security), DIAGNOSE_TIMEOUT_S
+        )
+    except TimeoutError:
+        return (
+            f"{address} did not finish the {settings.kafka_security_protocol} handshake "
+            f"within {DIAGNOSE_TIMEOUT_S:.0f}s: check SUPPLYFLOW_KAFKA_SECURITY_PROTOCOL and "
+            "that SUPPLYFLOW_BOOTSTRAP names a Kafka listener"
+        )
+    except (OSError, kafka_errors.KafkaError) as exc:
+        return _explain(settings, address, exc)
+    conn.close()
+    return None
+
+
+async def connection_error(settings: Settings, what: str, exc: BaseException) -> AppError:
+    """An :class:`AppError` for a failed ``what`` ("cannot reach Kafka") saying what to fix."""
+    reason = await diagnose(settings)
+    if reason is None:
+        reason = f"{exc} (the broker accepts connections; see its log)"
+    return AppError(f"{what} at {settings.bootstrap}: {reason}")

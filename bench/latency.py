@@ -1,0 +1,264 @@
+"""Latency from an event's ``occurred_at`` to the position it changed being emitted.
+
+One worker runs; for each offered load (events/s, ascending) the distributor workload's
+records (without the closing snapshot burst) are sent paced at that rate for the plan's
+duration, each stamped with ``occurred_at`` = the moment it is sent. Then the part waits
+until the worker has processed everything (the queue a saturated worker built up is part
+of the latency) and reads back the ``inventory.positions`` records of the step.
+
+Measured from outside the worker: for every position the step's events changed, the
+sample is the Kafka timestamp of the last record emitted for it minus the ``occurred_at``
+of the last event that changed it, so one sample per position, no attribution of records
+to events needed. Events that change no position (acks, invoices, invalid records,
+duplicates) are not followed. The worker's own histogram
+(``supplyflow_event_to_position_seconds``, every change, bucketed) is reported beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from bench.harness import (
+    BenchError,
+    Deployment,
+    Plan,
+    end_offsets,
+    read_since,
+    wait_drained,
+    wait_group,
+)
+from supplyflow.app.processes import WorkerProcess
+from supplyflow.app.sample import SampleRecord
+from supplyflow.app.topics import POSITIONS
+from supplyflow.app.workload import DISTRIBUTOR, estimate_records, iter_records
+
+__all__ = ["percentile", "run_latency", "touched_positions"]
+
+#: The generator stamps this; the sender replaces it with the send time.
+_SENTINEL: Final = datetime(2099, 1, 1, tzinfo=UTC)
+_SENTINEL_BYTES: Final = b'"occurred_at":"2099-01-01T00:00:00Z"'
+_MAX_IN_FLIGHT: Final = 20_000
+#: Head-room so the generated stream is never shorter than a step needs.
+_STREAM_MARGIN: Final = 1.3
+_HISTOGRAM: Final = "supplyflow_event_to_position_seconds_bucket"
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    topic: str
+    key: bytes | None
+    value: bytes
+    touches: tuple[str, ...]
+
+
+def touched_positions(body: dict[str, Any], entities: dict[str, Any]) -> tuple[str, ...]:
+    """The ``SKU@LOCATION`` keys a valid event may change (``entities`` remembers POs/orders).
+
+    ``entities`` maps a PO or order id to its location and its lines' SKUs; creating events
+    add to it.
+    """
+    type_, data = body["type"], body["data"]
+    if type_ == "inventory.adjusted":
+        zero = str(data["delta"]).strip("0.-") == ""
+        return () if zero else (f"{data['sku']}@{data['location']}",)
+    entity_id = data.get("po_id") or data.get("order_id")
+    if type_ in ("po.created", "order.placed"):
+        entities[entity_id] = (data["location"], {ln["line_no"]: ln["sku"] for ln in data["lines"]})
+    known = entities.get(entity_id)
+    if known is None or type_ in _NO_POSITION_CHANGE:
+        return ()
+    location, skus = known
+    if type_ == "return.received" and not data["restock"]:
+        return ()
+    if type_ in ("po.updated", "po.cancelled", "order.cancelled"):
+        for line in data.get("lines", ()):
+            skus[line["line_no"]] = line["sku"]
+        return tuple(f"{sku}@{location}" for sku in skus.values())
+    keys = {f"{ln['sku']}@{location}" for ln in data["lines"]}
+    if type_ == "goods.received" and data.get("location"):
+        keys.update(f"{ln['sku']}@{data['location']}" for ln in data["lines"])
+    return tuple(keys)
+
+
+_NO_POSITION_CHANGE: Final = frozenset(
+    {"po.acknowledged", "order.acknowledged", "order.invoiced", "inventory.snapshot"}
+)
+
+
+def _prepare(records: Iterable[SampleRecord]) -> list[_Prepared]:
+    entities: dict[str, Any] = {}
+    seen: set[str] = set()
+    out = []
+    for record in records:
+        touches: tuple[str, ...] = ()
+        if record.expect == "ok":
+            body = orjson.loads(record.value)
+            if body["event_id"] not in seen:
+                seen.add(body["event_id"])
+                touches = touched_positions(body, entities)
+        out.append(_Prepared(record.topic, record.key, record.value, touches))
+    return out
+
+
+def _stamp(ms: int) -> bytes:
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return b'"occurred_at":"' + text.encode() + b'"'
+
+
+async def _paced(
+    dep: Deployment, items: list[_Prepared], rate: float
+) -> tuple[float, dict[str, int]]:
+    """Send ``items`` at ``rate``/s; returns the achieved rate and each key's last touch."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=dep.bootstrap, linger_ms=5, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    last_touch: dict[str, int] = {}
+    futures: deque[asyncio.Future[object]] = deque()
+    started = time.monotonic()
+    try:
+        for sent, item in enumerate(items):
+            delay = started + sent / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now_ms = time.time_ns() // 1_000_000
+            value = item.value.replace(_SENTINEL_BYTES, _stamp(now_ms), 1)
+            futures.append(await producer.send(dep.topic(item.topic), value=value, key=item.key))
+            for key in item.touches:
+                last_touch[key] = now_ms
+            if len(futures) >= _MAX_IN_FLIGHT:
+                while len(futures) > _MAX_IN_FLIGHT // 2:
+                    await futures.popleft()
+        elapsed = time.monotonic() - started
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(items) / elapsed if elapsed > 0 else 0.0, last_touch
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """Nearest-rank percentile (``share`` in 0..1) of ``values``; None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(share * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def _buckets(worker: WorkerProcess) -> dict[float, float]:
+    return {
+        float(dict(labels)["le"]): value
+        for (name, labels), value in worker.metrics().items()
+        if name == _HISTOGRAM
+    }
+
+
+def _histogram_percentile(
+    before: dict[float, float], after: dict[float, float], share: float
+) -> float | None:
+    """Percentile (ms) from cumulative bucket counts, linear within a bucket."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return None
+    target = share * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= target:
+            if bound == float("inf"):
+                return round(lower * 1000, 1)
+            inside = cumulative - below
+            fraction = (target - below) / inside if inside else 1.0
+            return round((lower + (bound - lower) * fraction) * 1000, 1)
+        lower, below = bound, cumulative
+    return None
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _step(
+    dep: Deployment,
+    worker: WorkerProcess,
+    items: list[_Prepared],
+    rate: int,
+    *,
+    total_sent: int,
+    timeout: float,
+) -> dict[str, Any]:
+    positions = dep.topic(POSITIONS)
+    starts = asyncio.run(end_offsets(dep.bootstrap, [positions]))
+    hist_before = _buckets(worker)
+    achieved, last_touch = asyncio.run(_paced(dep, items, rate))
+    drained = wait_drained(dep, total_sent, timeout)
+    emitted: dict[str, int] = {}
+    for record in asyncio.run(read_since(dep.bootstrap, positions, starts)):
+        key = record.key.decode()
+        emitted[key] = max(emitted.get(key, 0), record.timestamp)
+    samples = [
+        float(emitted[key] - touched)
+        for key, touched in last_touch.items()
+        if emitted.get(key, -1) >= touched
+    ]
+    hist_after = _buckets(worker)
+    return {
+        "offered_per_s": rate,
+        "achieved_per_s": round(achieved),
+        "sent": len(items),
+        "drained": drained,
+        "positions_followed": len(last_touch),
+        "samples": len(samples),
+        "p50_ms": _ms(percentile(samples, 0.50)),
+        "p99_ms": _ms(percentile(samples, 0.99)),
+        "max_ms": _ms(max(samples) if samples else None),
+        "worker_histogram_p50_ms": _histogram_percentile(hist_before, hist_after, 0.50),
+        "worker_histogram_p99_ms": _histogram_percentile(hist_before, hist_after, 0.99),
+    }
+
+
+def run_latency(plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int) -> dict[str, Any]:
+    """Latency at each offered load of ``plan``; returns its part of the report."""
+    base = replace(DISTRIBUTOR, snapshots=False)
+    per_scale = estimate_records(base, seed)
+    dep = Deployment(bootstrap, run_id, "latency", work)
+    steps: list[dict[str, Any]] = []
+    try:
+        asyncio.run(dep.create_topics())
+        (worker,) = dep.start_workers(1)
+        wait_group(dep.bootstrap, dep.settings.app_id, 1, plan.timeout_s)
+        total_sent = 0
+        for i, rate in enumerate(plan.loads):
+            count = max(1, round(rate * plan.load_seconds))
+            shape = base.scaled(count * _STREAM_MARGIN / per_scale)
+            records = iter_records(seed + i, f"{run_id}-l{i}", shape, now=lambda: _SENTINEL)
+            items = _prepare(itertools.islice(records, count))
+            total_sent += len(items)
+            step = _step(dep, worker, items, rate, total_sent=total_sent, timeout=plan.timeout_s)
+            steps.append(step)
+            print(
+                f"latency: {rate}/s offered, {step['achieved_per_s']}/s sent, "
+                f"p50 {step['p50_ms']} ms, p99 {step['p99_ms']} ms",
+                flush=True,
+            )
+            if not step["drained"]:
+                print(f"latency: not drained after {plan.timeout_s:.0f}s; higher loads skipped")
+                break
+        if not steps or not steps[0]["samples"]:
+            raise BenchError(f"no latency sample at {plan.loads[0]}/s:\n{dep.log_tails()}")
+    finally:
+        asyncio.run(dep.delete())
+    return {"load_seconds": plan.load_seconds, "steps": steps}

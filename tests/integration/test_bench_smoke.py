@@ -1,0 +1,126 @@
+"""The benchmark harness end to end at a tiny scale: it runs, and its outputs make sense.
+
+Speed is not checked (a shared CI machine measures nothing reliable); that every part
+ran, that the numbers are consistent with each other, and that the files exist is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+#: The smoke plan takes about a minute on the 2-core development machine.
+SMOKE_S: Final = 240.0
+PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _check_throughput(part: dict[str, Any]) -> None:
+    results = {r["key"]: r for r in part["results"]}
+    assert list(results) == ["ceiling", "naive", "supplyflow_1", "supplyflow_2"]
+    assert part["records"] > 1000
+    for key in ("ceiling", "naive", "supplyflow_1", "supplyflow_2"):
+        r = results[key]
+        assert r["events"] == part["records"], r
+        assert r["seconds"] > 0, r
+        # seconds are rounded to the millisecond in the report, the rate is not
+        assert abs(r["events_per_s"] - r["events"] / r["seconds"]) <= r["events_per_s"] * 0.05 + 1
+    for key in ("supplyflow_1", "supplyflow_2"):
+        assert results[key]["exact"] is True, results[key]  # positions equal the reference
+    assert 0 <= results["supplyflow_2"]["processed_before_group_complete"] <= part["records"]
+    assert part["ratios"]["supplyflow_1_vs_ceiling"] == round(
+        results["supplyflow_1"]["events_per_s"] / results["ceiling"]["events_per_s"], 3
+    )
+
+
+def _check_latency(part: dict[str, Any], loads: int) -> None:
+    steps = part["steps"]
+    assert len(steps) == loads
+    for step in steps:
+        assert step["drained"] is True, step
+        assert step["sent"] == round(step["offered_per_s"] * part["load_seconds"])
+        assert step["samples"] > 0, step
+        assert step["samples"] <= step["positions_followed"]
+        assert 0 <= step["p50_ms"] <= step["p99_ms"] <= step["max_ms"], step
+        assert step["worker_histogram_p50_ms"] is not None, step
+
+
+def _check_state(part: dict[str, Any]) -> None:
+    assert part["sku_locations"] == 500
+    assert 0 < part["open_pos"] <= part["pos"]
+    assert part["records"] > 1000
+    assert part["rss_bytes"] > 20 * 2**20  # a Python worker with Faust is never this small
+    assert part["disk_bytes"] > 0
+    assert part["rebuild_disk_bytes"] > 0
+    assert part["table_keys"]["position"] > 0
+    assert part["rebuild_table_keys"]["position"] > 0
+    assert 0 < part["restart_seconds"] < 180
+    assert 0 < part["rebuild_seconds"] < 180
+
+
+def test_bench_smoke_writes_json_markdown_and_plots(bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "all", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "SUPPLYFLOW_BOOTSTRAP": bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    (report_path,) = out.glob("*.json")
+    report = orjson.loads(report_path.read_bytes())
+    stem = report_path.stem
+    assert stem == report["stem"]
+    assert report["mode"] == "smoke"
+    assert report["cpus"] >= 1
+    assert report["wall_seconds"] > 0
+    _check_throughput(report["throughput"])
+    _check_latency(report["latency"], len(report["plan"]["loads"]))
+    _check_state(report["state"])
+
+    table = (out / f"{stem}.md").read_text()
+    assert "| pipeline | events | seconds | events/s |" in table
+    assert "| offered events/s |" in table
+    assert "restart with local state" in table
+    assert table in result.stdout  # the run prints the same table
+    for plot in ("throughput", "latency"):
+        width, height = _png_size(out / f"{stem}-{plot}.png")
+        assert width >= 400
+        assert height >= 300
+
+    # The README's section is rebuilt from the report, not typed.
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "readme", "--out", str(out), "--readme", str(readme)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    text = readme.read_text()
+    assert table.strip() in text
+    assert text.count("<!-- bench:begin") == 1
