@@ -1,11 +1,12 @@
 """The PO and order actors: per-entity state in RocksDB tables, deltas and exceptions out.
 
-Each batch is applied per partition, in the scope of that partition (Faust's stores and
-changelogs follow the current event's partition). Its position deltas go to the internal
+Each batch is applied per partition. Its position deltas go to the internal
 ``<app_id>-position-deltas`` topic (one record per target partition, holding every
-position key of it) and its exception transitions to ``exceptions``; both are
-acknowledged by Kafka *before* the states are written, so a crash in between replays into
-the same outputs, which positions and the exception emitter skip.
+position key of it) and its exception transitions to ``exceptions``, both queued in the
+agent's :class:`~supplyflow.app.batch_io.Outbox`; the new states are staged in its
+:class:`~supplyflow.app.batch_io.TableIO`. The agent flushes the outbox and only then
+commits the states, so a crash in between replays into the same outputs, which positions
+and the exception emitter skip.
 
 Deadlines fire on ticks: a timer on every worker sends a tick to each partition of the
 ticks topic it owns, and the actor consuming that partition pops the due entries of its
@@ -14,7 +15,6 @@ ticks topic it owns, and the actor consuming that partition pops the due entries
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ import msgpack
 from supplyflow.agents.deadlines import DeadlineIndex
 from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import Accepted, by_partition
-from supplyflow.app.faust_patches import partition_scope
+from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import Metrics
 from supplyflow.codecs import DecodeError
@@ -61,8 +61,9 @@ class EntityActor:
         self,
         *,
         kind: EntityKind,
-        table: Any,
-        deltas_topic: Any,
+        io: TableIO,
+        outbox: Outbox,
+        deltas_topic: str,
         emitter: ExceptionEmitter,
         rules: Rules,
         partitions: int,
@@ -71,7 +72,9 @@ class EntityActor:
     ) -> None:
         self.metrics = metrics
         self.kind = kind
-        self.table = table
+        self.io = io
+        self.table = io.table
+        self.outbox = outbox
         self.deltas_topic = deltas_topic
         self.emitter = emitter
         self.rules = rules
@@ -83,26 +86,29 @@ class EntityActor:
         due: int | None = self.kind.from_wire(wire).next_due()
         return due
 
-    def load(self, key: str) -> Any:
-        wire = self.table.get(key)
-        return None if wire is None else self.kind.from_wire(wire)
+    def loader(self, partition: int) -> Callable[[str], Any]:
+        """Reads the states of ``partition`` (staged writes included)."""
+
+        def load(key: str) -> Any:
+            wire = self.io.get(partition, key)
+            return None if wire is None else self.kind.from_wire(wire)
+
+        return load
 
     async def __call__(self, accepted: Sequence[Accepted]) -> list[str | DecodeError]:
+        """Apply, queue the outputs and stage the states; the agent flushes and commits."""
         results: dict[int, str | DecodeError] = {}
         now = iso_ms(self.clock())
         apply = partial(self.kind.apply, rules=self.rules, now=now)
         for partition, items in by_partition(accepted).items():
-            with partition_scope(items[-1].source):
-                batch = apply_entity_batch(
-                    [(i.event.data.entity_key, i.event, i.offset) for i in items],
-                    self.load,
-                    apply,
-                )
-                futures = await self._send_deltas(partition, batch.deltas)
-                futures += await self.emitter.send(partition, batch.transitions)
-                if futures:
-                    await asyncio.gather(*futures)
-                self._write(partition, batch.states)
+            batch = apply_entity_batch(
+                [(i.event.data.entity_key, i.event, i.offset) for i in items],
+                self.loader(partition),
+                apply,
+            )
+            self._send_deltas(partition, batch.deltas)
+            await self.emitter.send(partition, batch.transitions, self.outbox)
+            self._write(partition, batch.states)
             for system, seconds in batch.sync:
                 self.metrics.po_sync.labels(system=system).observe(seconds)
             for item, result in zip(items, batch.results, strict=True):
@@ -113,49 +119,46 @@ class EntityActor:
                 )
         return [results[id(item)] for item in accepted]
 
-    async def _send_deltas(self, partition: int, deltas: dict[str, list[list[int]]]) -> list[Any]:
+    def _send_deltas(self, partition: int, deltas: dict[str, list[list[int]]]) -> None:
         source = f"{self.kind.name}:{partition}"
         by_target: dict[int, list[list[Any]]] = {}
         for pk, delta_items in deltas.items():
             by_target.setdefault(partition_for(pk, self.partitions), []).append([pk, delta_items])
-        return [
-            await self.deltas_topic.send(
-                key=None, value=msgpack.packb([source, entries]), partition=target
-            )
-            for target, entries in by_target.items()
-        ]
+        for target, entries in by_target.items():
+            self.outbox.add(self.deltas_topic, target, None, msgpack.packb([source, entries]))
 
     def _write(self, partition: int, states: dict[str, Any]) -> None:
         for key, state in states.items():
-            self.table[key] = state.to_wire()
+            self.io.put(partition, key, state.to_wire())
             due = state.next_due()
             if due is not None:
                 self.index.push(partition, key, due)
 
     async def tick(self, partition: int, source: Any, owned: frozenset[int]) -> None:
-        """Fire every deadline of ``partition`` that is past due (plus grace)."""
+        """Fire every deadline of ``partition`` that is past due (plus grace).
+
+        Queues the transitions and stages the states, like a batch (the agent commits).
+        """
         self.index.ensure(owned, self.table.items)
         now_ms = self.clock()
         keys = self.index.pop_due(partition, now_ms - self.rules.grace_ms)
         if not keys:
             return
-        with partition_scope(source):
-            states: dict[str, Any] = {}
-            transitions: list[Transition] = []
-            for key in keys:
-                state = self.load(key)
-                if state is None:
-                    continue
-                pending = len(state.deadlines)
-                fired = self.kind.fire(state, now_ms, self.rules)
-                transitions.extend(fired)
-                if fired or len(state.deadlines) != pending:
-                    states[key] = state
-                else:
-                    due = state.next_due()
-                    if due is not None:  # not due yet (a newer deadline replaced it)
-                        self.index.push(partition, key, due)
-            futures = await self.emitter.send(partition, transitions)
-            if futures:
-                await asyncio.gather(*futures)
-            self._write(partition, states)
+        load = self.loader(partition)
+        states: dict[str, Any] = {}
+        transitions: list[Transition] = []
+        for key in keys:
+            state = load(key)
+            if state is None:
+                continue
+            pending = len(state.deadlines)
+            fired = self.kind.fire(state, now_ms, self.rules)
+            transitions.extend(fired)
+            if fired or len(state.deadlines) != pending:
+                states[key] = state
+            else:
+                due = state.next_due()
+                if due is not None:  # not due yet (a newer deadline replaced it)
+                    self.index.push(partition, key, due)
+        await self.emitter.send(partition, transitions, self.outbox)
+        self._write(partition, states)

@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from supplyflow.agents.progress import is_marker
+from supplyflow.app.batch_io import Outbox
 from supplyflow.app.kafka_clients import client_options
 from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import Metrics
@@ -50,7 +51,6 @@ class ExceptionEmitter:
         self.settings = settings
         self.metrics = metrics
         self.topic_name = settings.topic(EXCEPTIONS)
-        self.topic = app.topic(self.topic_name, key_serializer="raw", value_serializer="raw")
         self._written: dict[int, dict[tuple[str, str], None]] = {}
 
     def forget(self, partitions: Sequence[int]) -> None:
@@ -91,14 +91,13 @@ class ExceptionEmitter:
         log.info("read back %d exception transitions of partition %d", len(written), partition)
         return written
 
-    async def send(self, partition: int, transitions: Sequence[Transition]) -> list[Any]:
-        """Send the new transitions; returns delivery futures to await before state writes."""
+    async def send(self, partition: int, transitions: Sequence[Transition], outbox: Outbox) -> None:
+        """Queue the new transitions in ``outbox`` (flush it before writing the states)."""
         if not transitions:
-            return []
+            return
         written = self._written.get(partition)
         if written is None:
             written = self._written[partition] = await self._load(partition)
-        futures = []
         for transition in transitions:
             key = (transition.exception_id, transition.status)
             if key in written:
@@ -107,12 +106,11 @@ class ExceptionEmitter:
             self.index.apply(partition, transition)
             if len(written) > READ_BACK_RECORDS:
                 del written[next(iter(written))]
-            futures.append(
-                await self.topic.send(
-                    key=transition.entity_id.encode(),
-                    value=orjson.dumps(transition.record()),
-                    partition=partition,
-                )
+            outbox.add(
+                self.topic_name,
+                partition,
+                transition.entity_id.encode(),
+                orjson.dumps(transition.record()),
             )
             counter = (
                 self.metrics.exceptions_opened
@@ -120,7 +118,6 @@ class ExceptionEmitter:
                 else self.metrics.exceptions_resolved
             )
             counter.labels(rule=transition.rule).inc()
-        return futures
 
 
 def book_from_wire(entity_type: str, wire: list[Any]) -> ExceptionBook:

@@ -9,7 +9,6 @@ reason. A bad record never stops the agent or holds back the ones after it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Final
 from faust.types import TP
 
 from supplyflow.agents.progress import ProgressMarkers
+from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import DEAD_LETTERED, Metrics
 from supplyflow.app.settings import Settings
@@ -46,8 +46,12 @@ class IngestTunables:
     #: Most records per batch: amortises table writes and per-batch work over many events
     #: while keeping memory per batch small.
     batch_max: int = 2000
-    #: Longest wait for a batch to fill, in seconds: bounds added latency at low load.
-    batch_window_s: float = 0.01
+    #: Longest a batch stays open after its first record, in seconds: bounds the latency
+    #: batching adds under sustained load.
+    batch_window_s: float = 0.025
+    #: A batch closes when no record arrived for this long, in seconds (caught up): the
+    #: latency batching adds when input is sparse.
+    batch_idle_s: float = 0.002
 
 
 DEFAULT_TUNABLES: Final = IngestTunables()
@@ -159,15 +163,15 @@ def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
 class DeadLetters:
     """Sends rejected records of one input topic to ``dlq``, with metrics and a log line."""
 
-    def __init__(self, app: Any, settings: Settings, topic: str, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, topic: str, metrics: Metrics) -> None:
         self.topic = topic
         self.full_name = settings.topic(topic)
-        self.dlq = app.topic(settings.topic(DLQ), key_serializer="raw", value_serializer="raw")
+        self.dlq = settings.topic(DLQ)
+        self.partitions = settings.partitions
         self.metrics = metrics
 
-    async def send(self, rejected: Sequence[Rejected]) -> list[Any]:
-        """Send every entry; returns the delivery futures (await them before committing)."""
-        futures = []
+    def add(self, outbox: Outbox, rejected: Sequence[Rejected]) -> None:
+        """Queue every entry in ``outbox`` (flush it before marking the records done)."""
         for bad in rejected:
             letter = build_dead_letter(
                 bad.error,
@@ -179,9 +183,7 @@ class DeadLetters:
                 value=bad.value,
                 headers=bad.headers,
             )
-            futures.append(
-                await self.dlq.send(key=letter.key, value=letter.value, headers=letter.headers)
-            )
+            outbox.add_keyed(self.dlq, self.partitions, letter.key, letter.value, letter.headers)
             self.metrics.dead_letters.labels(topic=self.topic, reason=bad.error.reason).inc()
             self.metrics.events.labels(
                 topic=self.topic, type="invalid", outcome=DEAD_LETTERED
@@ -204,7 +206,6 @@ class DeadLetters:
                     "reason": bad.error.reason,
                 },
             )
-        return futures
 
 
 #: Called with (partition, the tick event, partitions this worker owns) for each tick.
@@ -218,14 +219,18 @@ def register_input_agent(
     topic: str,
     handler: EntityHandler,
     metrics: Metrics,
-    markers: ProgressMarkers,
+    io: TableIO,
+    outbox: Outbox,
     ticks: tuple[str, TickHandler] | None = None,
     tunables: IngestTunables = DEFAULT_TUNABLES,
 ) -> Any:
     """Create the agent consuming input topic ``topic`` (contract name, without prefix).
 
-    With ``ticks`` (topic name, handler), the agent also consumes the ticks topic and
-    calls the handler for each partition ticked, after the batch's input events.
+    ``handler`` queues its outputs in ``outbox`` and stages its states in ``io`` (the
+    agent's table); after each batch the agent flushes the outbox, then commits the
+    states with its progress markers. With ``ticks`` (topic name, handler), the agent also
+    consumes the ticks topic and calls the handler for each partition ticked, after the
+    batch's input events.
     """
     names = [settings.topic(topic)] + ([ticks[0]] if ticks else [])
     source = app.topic(
@@ -236,8 +241,8 @@ def register_input_agent(
         internal=False,
     )
     input_name = names[0]
-    dead_letters = DeadLetters(app, settings, topic, metrics)
-    max_bytes = settings.max_record_bytes
+    dead_letters = DeadLetters(settings, topic, metrics)
+    markers = ProgressMarkers(io.scoped(), settings)
     batch_sizes = metrics.batch_size.labels(topic=topic)
 
     async def process(groups: dict[int, list[Any]], scopes: dict[int, Any]) -> None:
@@ -247,7 +252,7 @@ def register_input_agent(
             with partition_scope(scopes[partition]):
                 groups[partition] = await markers.complete(input_name, partition, group)
             batch.extend(groups[partition])
-        accepted, rejected = decode_batch(topic, batch, max_bytes=max_bytes)
+        accepted, rejected = decode_batch(topic, batch, max_bytes=settings.max_record_bytes)
         if accepted:
             results = await handler(accepted)
             for item, result in zip(accepted, results, strict=True):
@@ -255,12 +260,12 @@ def register_input_agent(
                     rejected.append(rejected_from(item, result))
                 else:
                     metrics.events.labels(topic=topic, type=item.event.type, outcome=result).inc()
-        futures = await dead_letters.send(rejected)
-        if futures:
-            await asyncio.gather(*futures)
+        dead_letters.add(outbox, rejected)
+        await outbox.flush()
         for partition, completed in groups.items():
             with partition_scope(scopes[partition]):
                 markers.record_all(input_name, completed)
+        await io.commit()
         if batch:
             batch_sizes.observe(len(batch))
             observe_processed(metrics, topic, batch)
@@ -274,9 +279,13 @@ def register_input_agent(
             await process({partition: list(missing)}, {partition: tick})
         if ticks:
             await ticks[1](partition, tick, owned)
+            await outbox.flush()
+            await io.commit()
 
     async def consume(stream: Any) -> None:
-        async for events in stream.take_events(tunables.batch_max, tunables.batch_window_s):
+        async for events in stream.take_until_idle(
+            tunables.batch_max, tunables.batch_window_s, tunables.batch_idle_s
+        ):
             ticked = {e.message.partition: e for e in events if e.message.topic != input_name}
             groups: dict[int, list[Any]] = {}
             for event in events:

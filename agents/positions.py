@@ -3,8 +3,9 @@
 It consumes ``inventory.events`` (keyed ``SKU@LOCATION``) and the internal deltas topic
 (same keys, same partition count), so partition *p* of both belongs to the worker that
 owns the positions of partition *p*. After each batch it emits every changed position to
-``inventory.positions``, waits for Kafka to take them, and then writes the states: a
-crash in between replays into the same outputs rather than losing one.
+``inventory.positions`` (one record batch per partition, see
+:mod:`supplyflow.app.batch_io`), waits for Kafka to take them, and then commits the
+states: a crash in between replays into the same outputs rather than losing one.
 
 Every worker also appends a heartbeat (:data:`HEARTBEAT`, no deltas) to each deltas
 partition it owns twice a second. A deltas record the consumer skipped therefore always
@@ -14,7 +15,6 @@ heartbeat checks the partition's inventory records for a stalled tail.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,6 +33,7 @@ from supplyflow.agents.ingest import (
     owned_partitions,
 )
 from supplyflow.agents.progress import ProgressMarkers, merge_completed
+from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
@@ -67,27 +68,30 @@ class PositionActor:
         app: Any,
         settings: Settings,
         *,
-        table: Any,
+        io: TableIO,
+        outbox: Outbox,
         metrics: Metrics,
         dead_letters: DeadLetters,
         emitter: ExceptionEmitter,
-        markers: ProgressMarkers,
         deltas_topic: str,
     ) -> None:
         self.app = app
         self.emitter = emitter
-        self.markers = markers
+        self.markers = ProgressMarkers(io.scoped(), settings)
         self.deltas_topic = deltas_topic
         self.inventory_topic = settings.topic(INVENTORY_EVENTS)
-        self.positions = app.topic(
-            settings.topic(POSITIONS), key_serializer="raw", value_serializer="raw"
-        )
-        self.table = table
+        self.positions = settings.topic(POSITIONS)
+        self.io = io
+        self.outbox = outbox
         self.metrics = metrics
         self.dead_letters = dead_letters
         self.max_bytes = settings.max_record_bytes
+        self.partitions = settings.partitions
+        #: occurred_at (ms) of every change applied in the current batch
+        self._occurred: list[int] = []
 
     async def process(self, batch: Sequence[Any]) -> None:
+        """Apply ``batch``, emit what changed, then commit the states and markers."""
         groups: dict[int, list[Any]] = {}
         beats: dict[int, Any] = {}
         for event in batch:
@@ -102,6 +106,12 @@ class PositionActor:
             for partition, beat in beats.items():
                 if partition in owned:
                     await self._repair(partition, beat)
+        await self.outbox.flush()
+        emitted = time.time() * 1000
+        for occurred_ms in self._occurred:
+            self.metrics.event_to_position.observe(max(0.0, (emitted - occurred_ms) / 1000))
+        self._occurred.clear()
+        await self.io.commit()
 
     async def _process(self, partition: int, events: list[Any], scope: Any) -> None:
         with partition_scope(scope):
@@ -135,7 +145,7 @@ class PositionActor:
         )
 
     async def _process_partition(self, partition: int, events: list[Any]) -> None:
-        work = _PartitionBatch(self.table, record_time(datetime.now(UTC)))
+        work = _PartitionBatch(self.io, partition, record_time(datetime.now(UTC)))
         inventory = [e for e in events if e.message.topic == self.inventory_topic]
         accepted, rejected = decode_batch(INVENTORY_EVENTS, inventory, max_bytes=self.max_bytes)
         by_offset = {a.offset: a for a in accepted}
@@ -151,20 +161,18 @@ class PositionActor:
                     topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
                 ).inc()
         work.check_overallocation()
-        futures = await self.dead_letters.send(rejected)
-        futures += await self.emitter.send(partition, work.transitions)
+        self.dead_letters.add(self.outbox, rejected)
+        await self.emitter.send(partition, work.transitions, self.outbox)
         for key in work.changed:
             state = work.cache[key]
             state.updated_at = work.now
             record = position_record(state, work.now)
-            futures.append(await self.positions.send(key=key.encode(), value=orjson.dumps(record)))
-        if futures:
-            await asyncio.gather(*futures)
-        emitted = time.time() * 1000
-        for occurred_ms in work.occurred:
-            self.metrics.event_to_position.observe(max(0.0, (emitted - occurred_ms) / 1000))
+            self.outbox.add_keyed(
+                self.positions, self.partitions, key.encode(), orjson.dumps(record)
+            )
+        self._occurred.extend(work.occurred)
         for key in work.dirty:
-            self.table[key] = work.cache[key].to_wire()
+            self.io.put(partition, key, work.cache[key].to_wire())
         if inventory:
             observe_processed(self.metrics, INVENTORY_EVENTS, inventory)
 
@@ -172,8 +180,9 @@ class PositionActor:
 class _PartitionBatch:
     """The positions one partition's batch touches, and what changed."""
 
-    def __init__(self, table: Any, now: str) -> None:
-        self.table = table
+    def __init__(self, io: TableIO, partition: int, now: str) -> None:
+        self.io = io
+        self.partition = partition
         self.now = now
         self.cache: dict[str, PositionState] = {}
         self.changed: set[str] = set()  # totals changed: emit the position
@@ -184,7 +193,7 @@ class _PartitionBatch:
     def load(self, key: str) -> PositionState:
         state = self.cache.get(key)
         if state is None:
-            wire = self.table.get(key)
+            wire = self.io.get(self.partition, key)
             state = PositionState.new(key) if wire is None else PositionState.from_wire(wire)
             self.cache[key] = state
         return state
@@ -223,7 +232,7 @@ def register_position_agent(
     app: Any,
     settings: Settings,
     *,
-    table: Any,
+    io: TableIO,
     metrics: Metrics,
     emitter: ExceptionEmitter,
     tunables: IngestTunables,
@@ -237,21 +246,23 @@ def register_position_agent(
         partitions=settings.partitions,
         internal=False,
     )
-    dead_letters = DeadLetters(app, settings, INVENTORY_EVENTS, metrics)
+    dead_letters = DeadLetters(settings, INVENTORY_EVENTS, metrics)
     actor = PositionActor(
         app,
         settings,
-        table=table,
+        io=io,
+        outbox=Outbox(app),
         metrics=metrics,
         dead_letters=dead_letters,
         emitter=emitter,
-        markers=ProgressMarkers(table, settings),
         deltas_topic=deltas_topic_name(settings),
     )
     batch_sizes = metrics.batch_size.labels(topic="positions")
 
     async def consume(stream: Any) -> None:
-        async for batch in stream.take_events(tunables.batch_max, tunables.batch_window_s):
+        async for batch in stream.take_until_idle(
+            tunables.batch_max, tunables.batch_window_s, tunables.batch_idle_s
+        ):
             await actor.process(batch)
             batch_sizes.observe(len(batch))
 

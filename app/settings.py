@@ -131,8 +131,12 @@ class Settings(BaseSettings):
         default=2000, ge=1, le=100_000, description="most records an agent takes per batch"
     )
     batch_window: Duration = Field(
-        default=timedelta(milliseconds=10),
-        description="longest wait for a batch to fill: latency added at low load",
+        default=timedelta(milliseconds=25),
+        description="longest time a batch stays open after its first record",
+    )
+    batch_idle: Duration = Field(
+        default=timedelta(milliseconds=2),
+        description="a batch closes when no record arrived for this long (caught up)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -274,12 +278,16 @@ class Settings(BaseSettings):
             return None if value.strip() in ("", "none", "off") else parse_duration(value)
         return value
 
-    @field_validator("deadline_grace", "broker_session_timeout", "batch_window", mode="before")
+    @field_validator(
+        "deadline_grace", "broker_session_timeout", "batch_window", "batch_idle", mode="before"
+    )
     @classmethod
     def _parse_duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
 
-    @field_serializer("deadline_grace", "broker_session_timeout", "batch_window", "sla_invoice")
+    @field_serializer(
+        "deadline_grace", "broker_session_timeout", "batch_window", "batch_idle", "sla_invoice"
+    )
     def _dump_duration(self, value: timedelta | None) -> str | None:
         return None if value is None else format_duration(value)
 

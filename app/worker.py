@@ -23,11 +23,16 @@ from supplyflow.agents.entities import EntityActor, EntityKind
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
 from supplyflow.agents.ingest import IngestTunables, owned_partitions, register_input_agent
 from supplyflow.agents.positions import HEARTBEAT, register_position_agent
-from supplyflow.agents.progress import ProgressMarkers
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import faust_patches
+from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.exceptions import AppError
-from supplyflow.app.faust_patches import SupplyflowApp, new_worker, table_key_estimate
+from supplyflow.app.faust_patches import (
+    BatchingStream,
+    SupplyflowApp,
+    new_worker,
+    table_key_estimate,
+)
 from supplyflow.app.kafka_clients import ssl_context
 from supplyflow.app.logs import logging_config
 from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
@@ -36,6 +41,7 @@ from supplyflow.app.topics import (
     INVENTORY_EVENTS,
     ORDER_EVENTS,
     PO_EVENTS,
+    STATE_TABLES,
     deltas_topic_name,
     ensure_topics,
     max_dlq_message_bytes,
@@ -90,6 +96,10 @@ def _seconds(value: timedelta) -> float:
     return value.total_seconds()
 
 
+#: The largest record batch supplyflow builds (Kafka's default topic limit is 1 MiB).
+_PRODUCE_BATCH_BYTES: Final = 512 * 1024
+
+
 def broker_credentials(settings: Settings) -> Any:
     """Faust's ``broker_credentials`` (TLS and/or SASL) for the settings; None for PLAINTEXT.
 
@@ -131,7 +141,11 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         broker_session_timeout=_seconds(settings.broker_session_timeout),
         broker_heartbeat_interval=max(0.5, _seconds(settings.broker_session_timeout) / 10),
         producer_max_request_size=max_dlq_message_bytes(settings),
+        # batch_io sends a partition's records of one agent batch as one record batch:
+        # room for a few thousand (a batch may not exceed a topic's 1 MiB message limit).
+        producer_max_batch_size=_PRODUCE_BATCH_BYTES,
         consumer_max_fetch_size=max_input_message_bytes(settings),
+        Stream=BatchingStream,
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,
@@ -154,6 +168,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             app, "position", partitions=settings.partitions, help="positions per SKU@LOC"
         ),
     )
+    ios = {name: TableIO(app, getattr(tables, name)) for name in STATE_TABLES}
     deltas = app.topic(
         deltas_topic_name(settings),
         key_serializer="raw",
@@ -167,20 +182,25 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     actors = {
         name: EntityActor(
             kind=kind,
-            table=table,
-            deltas_topic=deltas,
+            io=io,
+            outbox=Outbox(app),
+            deltas_topic=deltas.get_topic_name(),
             emitter=emitter,
             rules=rules,
             partitions=settings.partitions,
             metrics=metrics,
         )
-        for name, kind, table in (
-            (PO_EVENTS, PO_KIND, tables.po),
-            (ORDER_EVENTS, ORDER_KIND, tables.order),
+        for name, kind, io in (
+            (PO_EVENTS, PO_KIND, ios["po"]),
+            (ORDER_EVENTS, ORDER_KIND, ios["order"]),
         )
     }
     ticks = ticks_topic_name(settings)
-    tunables = IngestTunables(settings.batch_max, settings.batch_window.total_seconds())
+    tunables = IngestTunables(
+        settings.batch_max,
+        settings.batch_window.total_seconds(),
+        settings.batch_idle.total_seconds(),
+    )
     for topic, actor in actors.items():
         register_input_agent(
             app,
@@ -188,14 +208,15 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             topic=topic,
             handler=actor,
             metrics=metrics,
-            markers=ProgressMarkers(actor.table, settings),
+            io=actor.io,
+            outbox=actor.outbox,
             ticks=(ticks, actor.tick),
             tunables=tunables,
         )
     register_position_agent(
         app,
         settings,
-        table=tables.position,
+        io=ios["position"],
         metrics=metrics,
         emitter=emitter,
         tunables=tunables,

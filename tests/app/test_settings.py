@@ -39,6 +39,7 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPPLYFLOW_PARTITIONS", "3")
     monkeypatch.setenv("SUPPLYFLOW_BATCH_MAX", "500")
     monkeypatch.setenv("SUPPLYFLOW_BATCH_WINDOW", "50ms")
+    monkeypatch.setenv("SUPPLYFLOW_BATCH_IDLE", "5ms")
     s = load_settings()
     assert s.sla_po_ack == {
         "erp": timedelta(seconds=30),
@@ -52,6 +53,7 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.partitions == 3
     assert s.batch_max == 500
     assert s.batch_window == timedelta(milliseconds=50)
+    assert s.batch_idle == timedelta(milliseconds=5)
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,7 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SUPPLYFLOW_WEB_PORT", "70000"),
         ("SUPPLYFLOW_BATCH_MAX", "0"),
         ("SUPPLYFLOW_BATCH_WINDOW", "0ms"),
+        ("SUPPLYFLOW_BATCH_IDLE", "soon"),
     ],
 )
 def test_bad_value_names_the_setting(
