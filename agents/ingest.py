@@ -208,6 +208,12 @@ class DeadLetters:
             )
 
 
+def discard(outbox: Outbox, io: TableIO) -> None:
+    """Drop what a crash mid-batch left queued, when an agent starts (again)."""
+    outbox.discard()
+    io.discard()
+
+
 #: Called with (partition, the tick event, partitions this worker owns) for each tick.
 TickHandler = Callable[[int, Any, frozenset[int]], Awaitable[None]]
 
@@ -243,7 +249,6 @@ def register_input_agent(
     input_name = names[0]
     dead_letters = DeadLetters(settings, topic, metrics)
     markers = ProgressMarkers(io.scoped(), settings)
-    batch_sizes = metrics.batch_size.labels(topic=topic)
 
     async def process(groups: dict[int, list[Any]], scopes: dict[int, Any]) -> None:
         """Apply each partition's records (completed: no replays, no gaps), in order."""
@@ -267,7 +272,7 @@ def register_input_agent(
                 markers.record_all(input_name, completed)
         await io.commit()
         if batch:
-            batch_sizes.observe(len(batch))
+            metrics.batch_size.labels(topic=topic).observe(len(batch))
             observe_processed(metrics, topic, batch)
 
     async def on_tick(partition: int, tick: Any, owned: frozenset[int]) -> None:
@@ -279,10 +284,11 @@ def register_input_agent(
             await process({partition: list(missing)}, {partition: tick})
         if ticks:
             await ticks[1](partition, tick, owned)
-            await outbox.flush()
+            await outbox.flush()  # transitions first, then the states that produced them
             await io.commit()
 
     async def consume(stream: Any) -> None:
+        discard(outbox, io)
         async for events in stream.take_until_idle(
             tunables.batch_max, tunables.batch_window_s, tunables.batch_idle_s
         ):

@@ -28,6 +28,7 @@ from supplyflow.agents.ingest import (
     DeadLetters,
     IngestTunables,
     decode_batch,
+    discard,
     end_offset,
     observe_processed,
     owned_partitions,
@@ -260,6 +261,7 @@ def register_position_agent(
     batch_sizes = metrics.batch_size.labels(topic="positions")
 
     async def consume(stream: Any) -> None:
+        discard(actor.outbox, actor.io)
         async for batch in stream.take_until_idle(
             tunables.batch_max, tunables.batch_window_s, tunables.batch_idle_s
         ):

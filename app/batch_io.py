@@ -68,6 +68,10 @@ class Outbox:
     def __len__(self) -> int:
         return sum(len(records) for records in self._pending.values())
 
+    def discard(self) -> None:
+        """Drop what is queued (an agent starting again after a crash mid-batch)."""
+        self._pending.clear()
+
     def add(
         self,
         topic: str,
@@ -154,6 +158,11 @@ class TableIO:
 
     def staged(self) -> int:
         return sum(len(items) for items in self._staged.values())
+
+    def discard(self) -> None:
+        """Drop the staged writes (an agent starting again after a crash mid-batch: they
+        belong to a batch whose outputs were never sent, and it will be redelivered)."""
+        self._staged.clear()
 
     def scoped(self) -> ScopedTable:
         """A ``get``/``[]=`` view that follows the current event's partition, like Faust's."""

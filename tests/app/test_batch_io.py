@@ -184,3 +184,17 @@ async def test_keyed_records_go_where_kafkas_default_partitioner_puts_them() -> 
     await outbox.flush()
     placed = {k.decode(): p for _, p, records in producer.sent for k, _ in records if k}
     assert placed == {key: partition_for(key, 8) for key in keys}
+
+
+async def test_discarded_writes_and_records_are_never_sent(faust_app: Any) -> None:
+    table = state_table(faust_app, "po", partitions=2, help="test")
+    producer = FakeProducer()
+    io, outbox = TableIO(FakeApp(producer), table), Outbox(FakeApp(producer))
+    io.put(0, "PO-1", [1])
+    outbox.add("t", 0, None, b"x")
+    io.discard()
+    outbox.discard()
+    await outbox.flush()
+    await io.commit()
+    assert producer.sent == []
+    assert io.get(0, "PO-1") is None
