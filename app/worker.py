@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -95,6 +96,13 @@ class Worker:
 def _seconds(value: timedelta) -> float:
     return value.total_seconds()
 
+
+#: Garbage-collector thresholds for the worker process. Python's defaults (700, 10, 10)
+#: collect after every 700 net allocations: measured with ``gc.callbacks`` on one worker
+#: draining distributor input, that was about 30% of its CPU, with full collections of
+#: 100-240 ms each (latency spikes). With these, collections take about 5% and the longest
+#: pause was 85 ms; full collections still run (cyclic garbage is reclaimed), rarely.
+_GC_THRESHOLDS: Final = (20_000, 50, 100)
 
 #: The largest record batch supplyflow builds (Kafka's default topic limit is 1 MiB).
 _PRODUCE_BATCH_BYTES: Final = 512 * 1024
@@ -339,6 +347,10 @@ def run_worker(settings: Settings) -> NoReturn:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     worker = build_app(settings)
+    # What exists before the agents start (modules, the app, its tables) lives as long as
+    # the process: keep it out of every collection, then collect less often.
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
     runner = new_worker(
         worker.app,
         loop=loop,
