@@ -34,6 +34,7 @@ __all__ = [
     "decode_batch",
     "end_offset",
     "register_input_agent",
+    "replayed",
 ]
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,12 @@ def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
     )
 
 
+def replayed(bad: Rejected, floors: dict[int, int | None]) -> bool:
+    """Whether ``bad`` is at or below its partition's marker: dead-lettered already."""
+    floor = floors.get(bad.partition)
+    return floor is not None and bad.offset <= floor
+
+
 class DeadLetters:
     """Sends rejected records of one input topic to ``dlq``, with metrics and a log line."""
 
@@ -241,10 +248,12 @@ def register_input_agent(
     batch_sizes = metrics.batch_size.labels(topic=topic)
 
     async def process(groups: dict[int, list[Any]], scopes: dict[int, Any]) -> None:
-        """Apply each partition's records (completed: no replays, no gaps), in order."""
+        """Apply each partition's records (completed: each once, no gaps), in order."""
         batch: list[Any] = []
+        floors: dict[int, int | None] = {}  # markers before the batch: replays at or below
         for partition, group in groups.items():
             with partition_scope(scopes[partition]):
+                floors[partition] = markers.last(input_name)
                 groups[partition] = await markers.complete(input_name, partition, group)
             batch.extend(groups[partition])
         accepted, rejected = decode_batch(topic, batch, max_bytes=max_bytes)
@@ -255,7 +264,7 @@ def register_input_agent(
                     rejected.append(rejected_from(item, result))
                 else:
                     metrics.events.labels(topic=topic, type=item.event.type, outcome=result).inc()
-        futures = await dead_letters.send(rejected)
+        futures = await dead_letters.send([r for r in rejected if not replayed(r, floors)])
         if futures:
             await asyncio.gather(*futures)
         for partition, completed in groups.items():
