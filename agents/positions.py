@@ -31,6 +31,7 @@ from supplyflow.agents.ingest import (
     end_offset,
     observe_processed,
     owned_partitions,
+    replayed,
 )
 from supplyflow.agents.progress import ProgressMarkers, merge_completed
 from supplyflow.app.faust_patches import partition_scope
@@ -122,7 +123,7 @@ class PositionActor:
             await self._process(partition, list(missing), beat)
 
     async def _complete(self, partition: int, events: list[Any]) -> list[Any]:
-        """Both topics' events of one partition: replays dropped, skipped ones fetched.
+        """Both topics' events of one partition: each once, skipped ones fetched.
 
         Each topic's records stay in offset order (watermarks skip anything at or below
         the highest offset applied, so a fetched record must never overtake an earlier
@@ -151,7 +152,8 @@ class PositionActor:
                     topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
                 ).inc()
         work.check_overallocation()
-        futures = await self.dead_letters.send(rejected)
+        floors = {partition: self.markers.last(self.inventory_topic)}  # not moved yet
+        futures = await self.dead_letters.send([r for r in rejected if not replayed(r, floors)])
         futures += await self.emitter.send(partition, work.transitions)
         for key in work.changed:
             state = work.cache[key]
@@ -195,20 +197,21 @@ class _PartitionBatch:
         before = list(state.totals)
         outcome, opened = apply_inventory_event(state, event, offset, now=self.now)
         self.transitions.extend(opened)
-        if outcome == "applied":
-            self.dirty.add(key)
-            if state.totals != before:
-                self.changed.add(key)
-                self.occurred.append(epoch_ms(event.occurred_at))
+        self.dirty.add(key)  # a duplicate's too: see deltas()
+        if outcome == "applied" and state.totals != before:
+            self.changed.add(key)
+            self.occurred.append(epoch_ms(event.occurred_at))
         return outcome
 
     def deltas(self, record: list[Any]) -> None:
         source, entries = record
         for key, items in entries:
             applied = apply_deltas(self.load(key), source, items)
+            # Written even if a replay applied nothing: the changelog may lack the state
+            # the local store has (see agents.progress).
+            self.dirty.add(key)
             if applied:
                 self.changed.add(key)
-                self.dirty.add(key)
                 self.occurred.extend(applied)
 
     def check_overallocation(self) -> None:
