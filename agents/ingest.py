@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -157,10 +157,11 @@ def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
     )
 
 
-def replayed(bad: Rejected, floors: dict[int, int | None]) -> bool:
-    """Whether ``bad`` is at or below its partition's marker: dead-lettered already."""
-    floor = floors.get(bad.partition)
-    return floor is not None and bad.offset <= floor
+def replayed(partition: int, offset: int, floors: Mapping[int, int | None]) -> bool:
+    """Whether a record is at or below its partition's marker (``floors``, taken before the
+    batch): processed already, so its dead letter was sent and its outcome counted."""
+    floor = floors.get(partition)
+    return floor is not None and offset <= floor
 
 
 class DeadLetters:
@@ -172,10 +173,15 @@ class DeadLetters:
         self.dlq = app.topic(settings.topic(DLQ), key_serializer="raw", value_serializer="raw")
         self.metrics = metrics
 
-    async def send(self, rejected: Sequence[Rejected]) -> list[Any]:
-        """Send every entry; returns the delivery futures (await them before committing)."""
+    async def send(
+        self, rejected: Sequence[Rejected], floors: Mapping[int, int | None]
+    ) -> list[Any]:
+        """Send every entry but replays (see :func:`replayed`); returns the delivery futures
+        (await them before committing)."""
         futures = []
         for bad in rejected:
+            if replayed(bad.partition, bad.offset, floors):
+                continue
             letter = build_dead_letter(
                 bad.error,
                 topic=self.full_name,
@@ -262,9 +268,9 @@ def register_input_agent(
             for item, result in zip(accepted, results, strict=True):
                 if isinstance(result, DecodeError):
                     rejected.append(rejected_from(item, result))
-                else:
+                elif not replayed(item.partition, item.offset, floors):
                     metrics.events.labels(topic=topic, type=item.event.type, outcome=result).inc()
-        futures = await dead_letters.send([r for r in rejected if not replayed(r, floors)])
+        futures = await dead_letters.send(rejected, floors)
         if futures:
             await asyncio.gather(*futures)
         for partition, completed in groups.items():

@@ -137,6 +137,7 @@ class PositionActor:
 
     async def _process_partition(self, partition: int, events: list[Any]) -> None:
         work = _PartitionBatch(self.table, record_time(datetime.now(UTC)))
+        floors = {partition: self.markers.last(self.inventory_topic)}  # not moved yet
         inventory = [e for e in events if e.message.topic == self.inventory_topic]
         accepted, rejected = decode_batch(INVENTORY_EVENTS, inventory, max_bytes=self.max_bytes)
         by_offset = {a.offset: a for a in accepted}
@@ -148,12 +149,12 @@ class PositionActor:
             item = by_offset.get(msg.offset)
             if item is not None and isinstance(item.event, InventoryAdjusted | InventorySnapshot):
                 outcome = work.inventory(item.event, item.offset)
-                self.metrics.events.labels(
-                    topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
-                ).inc()
+                if not replayed(partition, item.offset, floors):
+                    self.metrics.events.labels(
+                        topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
+                    ).inc()
         work.check_overallocation()
-        floors = {partition: self.markers.last(self.inventory_topic)}  # not moved yet
-        futures = await self.dead_letters.send([r for r in rejected if not replayed(r, floors)])
+        futures = await self.dead_letters.send(rejected, floors)
         futures += await self.emitter.send(partition, work.transitions)
         for key in work.changed:
             state = work.cache[key]
