@@ -112,6 +112,16 @@ class ProgressMarkers:
         ordered = [by_offset[offset] for offset in sorted(by_offset)]
         replays = [e for e in ordered if last is not None and e.message.offset <= last]
         fresh = ordered[len(replays) :]
+        if replays:
+            log.info(
+                "%s[%d]: records %d..%d are at or below the marker (%s): applied again, "
+                "with no second effect",
+                topic,
+                partition,
+                replays[0].message.offset,
+                replays[-1].message.offset,
+                last,
+            )
         return replays + (await self._fill(topic, partition, last, fresh) if fresh else [])
 
     async def stalled(self, topic: str, partition: int, end: int | None) -> list[GapEvent]:
