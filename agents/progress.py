@@ -9,17 +9,20 @@ processed per source topic (written after the batch's states, so the changelog h
 only if it holds them). If a batch starts past ``marker + 1``, it reads the missing
 records from Kafka itself.
 
-Records at or below the marker (replays) are handed on too, not dropped: the marker says
-that their *outputs* (deltas, transitions, dead letters) were acknowledged, because it is
-written after them, but not that their *state* reached the changelog. After a SIGKILL the
-worker restarts on its own RocksDB, which can hold state writes (and markers) the
+Records at or below the marker (replays) are dropped, except those at or below the
+marker the worker *found* when it first processed the partition: that marker says their
+*outputs* (deltas, transitions, dead letters) were acknowledged, because it is written
+after them, but not that their *state* reached the changelog. A worker killed with
+SIGKILL restarts on its own RocksDB, which can hold state writes (and markers) the
 changelog never got, and Faust's recovery can even put older changelog values over newer
 local ones (found by the SIGKILL fault test, seed 338383: the local store had
 ``po.events[2]`` up to offset 355 applied, the changelog only up to 337; offsets 338..355
-were dropped as replays, and three POs lost an event for good). Replays are applied again:
-entities and positions recognise them (event ids, offset watermarks), write their state
-again, and emit nothing new; the agents skip the dead letters of records at or below
-:meth:`ProgressMarkers.last` as it was before the batch.
+were dropped as replays, and three POs lost an event for good). Those replays are applied
+again: entities and positions recognise them (event ids, offset watermarks), write their
+state again, and emit nothing new; the agents skip the dead letters of records at or
+below :meth:`ProgressMarkers.last` as it was before the batch. Replays of what this
+process applied itself (records the repair below fetched before the consumer delivered
+them) are dropped: its writes reach the changelog, or it dies and the next one re-applies.
 
 A skip at the *end* of a partition has no later record to reveal it (observed after a
 SIGKILL and restart: the consumer went past offsets 1..80 of a partition that got no
@@ -93,6 +96,9 @@ class ProgressMarkers:
         self.kafka = kafka
         #: (topic, partition) -> the marker seen at the previous stall check
         self._checked: dict[tuple[str, int], int | None] = {}
+        #: (topic, partition) -> the marker found when this process first completed a batch
+        #: of it: up to there, a previous process may have died with state unsent
+        self._found: dict[tuple[str, int], int | None] = {}
 
     def last(self, topic: str) -> int | None:
         value = self.table.get(marker_key(topic))
@@ -104,23 +110,26 @@ class ProgressMarkers:
     async def complete(self, topic: str, partition: int, events: Sequence[Any]) -> list[Any]:
         """``events`` of one partition, in offset order, each once, with gaps filled.
 
-        Replays (at or below the marker) stay in, ahead of the rest (see the module doc).
+        Replays are dropped, but those at or below the marker found in the store when this
+        process first got here stay in, ahead of the rest (see the module doc).
         """
         last = self.last(topic)
+        found = self._found.setdefault((topic, partition), last)
         # A seek back during a rebalance can deliver a batch out of order or twice.
         by_offset = {e.message.offset: e for e in events}
         ordered = [by_offset[offset] for offset in sorted(by_offset)]
         replays = [e for e in ordered if last is not None and e.message.offset <= last]
         fresh = ordered[len(replays) :]
+        replays = [e for e in replays if found is not None and e.message.offset <= found]
         if replays:
             log.info(
-                "%s[%d]: records %d..%d are at or below the marker (%s): applied again, "
-                "with no second effect",
+                "%s[%d]: records %d..%d were applied before this process started (marker "
+                "%d): applied again, so that the changelog has their state",
                 topic,
                 partition,
                 replays[0].message.offset,
                 replays[-1].message.offset,
-                last,
+                found,
             )
         return replays + (await self._fill(topic, partition, last, fresh) if fresh else [])
 

@@ -180,10 +180,11 @@ def test_a_batch_the_changelog_never_got_reaches_it_after_the_restart(killed: st
     table, app = CrashTable(), FakeApp()
     first = [_created(0, "PO-1"), _created(1, "PO-2")]
     lost = [_acked(2, "PO-1"), _torn(3), _acked(4, "PO-2")]
-    asyncio.run(_worker(table, app)(Stream(first)))
+    killed_worker = _worker(table, app)
+    asyncio.run(killed_worker(Stream(first)))
     table.flush()  # the commit of offsets 0..1 flushed their state; 2.. is uncommitted
     older_po1 = table.local["PO-1"]
-    asyncio.run(_worker(table, app)(Stream(lost)))
+    asyncio.run(killed_worker(Stream(lost)))
     table.kill()
     if killed == "before the marker":
         table.local[marker_key(INPUT)] = bytes(CODEC.dumps(1))
@@ -204,15 +205,24 @@ def test_a_batch_the_changelog_never_got_reaches_it_after_the_restart(killed: st
         assert _dead_lettered_offsets(app) == [3]  # not a second time for the replay
 
 
-def test_a_replayed_event_rewrites_its_state_and_sends_nothing_again() -> None:
+def test_a_replay_after_a_restart_rewrites_its_state_and_sends_nothing_again() -> None:
     table, app, deltas = CrashTable(), FakeApp(), FakeTopic()
-    consume = _worker(table, app, deltas)
-    asyncio.run(consume(Stream([_created(0, "PO-1"), _acked(1, "PO-1"), _torn(2)])))
+    records = [_created(0, "PO-1"), _acked(1, "PO-1"), _torn(2)]
+    asyncio.run(_worker(table, app, deltas)(Stream(records)))
     sent = len(deltas.sent)
     table.changelog.clear()
-    asyncio.run(consume(Stream([_created(0, "PO-1"), _acked(1, "PO-1"), _torn(2)])))
+    asyncio.run(_worker(table, app, deltas)(Stream(records)))  # restarted: all replays
     assert [key for key, _ in table.changelog] == ["PO-1", marker_key(INPUT)]
     assert table.get(marker_key(INPUT)) == 2  # not moved back
     assert _event_ids(table.get("PO-1")) == ["e-0", "e-1"]
     assert len(deltas.sent) == sent
     assert _dead_lettered_offsets(app) == [2]
+
+
+def test_a_replay_of_this_process_own_work_is_dropped() -> None:
+    table, app = CrashTable(), FakeApp()
+    consume = _worker(table, app)
+    asyncio.run(consume(Stream([_created(0, "PO-1"), _acked(1, "PO-1")])))
+    table.changelog.clear()
+    asyncio.run(consume(Stream([_acked(1, "PO-1")])))  # delivered again, same process
+    assert table.changelog == []

@@ -72,12 +72,22 @@ def test_topics_stay_interleaved_as_they_arrived_with_gaps_in_place() -> None:
 
 
 def test_replays_are_kept_in_order_and_a_record_delivered_twice_counts_once() -> None:
-    # Replays are applied again (their state may never have reached the changelog); the
-    # entity and position functions recognise them.
+    # Replays of a previous process's work are applied again (their state may never have
+    # reached the changelog); the entity and position functions recognise them.
     markers = FakeMarkers({})
     markers.record(INV, 7)
     live = [_event(INV, 7), _event(INV, 6), _event(INV, 8), _event(INV, 8), _event(INV, 9)]
     assert _merge(markers, live) == [(INV, 6), (INV, 7), (INV, 8), (INV, 9)]
+    assert markers.fetched == []
+
+
+def test_replays_of_what_this_process_applied_itself_are_dropped() -> None:
+    markers = FakeMarkers({})
+    markers.record(INV, 7)  # found in the store: a previous process got this far
+    markers.record_all(INV, asyncio.run(markers.complete(INV, 3, [_event(INV, 8)])))
+    markers.record(INV, 20)  # this process applied 9..20 (e.g. fetched by a repair)
+    live = [_event(INV, o) for o in (6, 7, 8, 9, 20, 21)]
+    assert _merge(markers, live) == [(INV, 6), (INV, 7), (INV, 21)]
     assert markers.fetched == []
 
 
