@@ -264,7 +264,7 @@ async def merge_completed(
     for event in events:
         queue = queues.get(event.message.topic)
         if not queue:
-            continue  # already out (a record delivered twice), or a topic not completed here
+            continue  # a replay dropped, a record already out, or a topic not completed here
         offset = event.message.offset  # this record, and any fetched ones before it
         while queue and queue[-1].message.offset <= offset:
             out.append(queue.pop())
