@@ -99,6 +99,8 @@ class ProgressMarkers:
         #: (topic, partition) -> the marker found when this process first completed a batch
         #: of it: up to there, a previous process may have died with state unsent
         self._found: dict[tuple[str, int], int | None] = {}
+        #: (topic, partition) whose re-applied replays were logged (once per process)
+        self._logged: set[tuple[str, int]] = set()
 
     def last(self, topic: str) -> int | None:
         value = self.table.get(marker_key(topic))
@@ -121,10 +123,11 @@ class ProgressMarkers:
         replays = [e for e in ordered if last is not None and e.message.offset <= last]
         fresh = ordered[len(replays) :]
         replays = [e for e in replays if found is not None and e.message.offset <= found]
-        if replays:
+        if replays and (topic, partition) not in self._logged:
+            self._logged.add((topic, partition))
             log.info(
-                "%s[%d]: records %d..%d were applied before this process started (marker "
-                "%d): applied again, so that the changelog has their state",
+                "%s[%d]: records from %d..%d up to %d were applied before this process "
+                "started: applied again, so that the changelog has their state",
                 topic,
                 partition,
                 replays[0].message.offset,
