@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,6 +34,7 @@ __all__ = [
     "decode_batch",
     "end_offset",
     "register_input_agent",
+    "replayed",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,13 @@ def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
     )
 
 
+def replayed(partition: int, offset: int, floors: Mapping[int, int | None]) -> bool:
+    """Whether a record is at or below its partition's marker (``floors``, taken before the
+    batch): processed already, so its dead letter was sent and its outcome counted."""
+    floor = floors.get(partition)
+    return floor is not None and offset <= floor
+
+
 class DeadLetters:
     """Sends rejected records of one input topic to ``dlq``, with metrics and a log line."""
 
@@ -170,9 +178,14 @@ class DeadLetters:
         self.partitions = settings.partitions
         self.metrics = metrics
 
-    def add(self, outbox: Outbox, rejected: Sequence[Rejected]) -> None:
-        """Queue every entry in ``outbox`` (flush it before marking the records done)."""
+    def add(
+        self, outbox: Outbox, rejected: Sequence[Rejected], floors: Mapping[int, int | None]
+    ) -> None:
+        """Queue every entry but replays (see :func:`replayed`) in ``outbox`` (flush it
+        before marking the records done)."""
         for bad in rejected:
+            if replayed(bad.partition, bad.offset, floors):
+                continue
             letter = build_dead_letter(
                 bad.error,
                 topic=self.full_name,
@@ -206,6 +219,22 @@ class DeadLetters:
                     "reason": bad.error.reason,
                 },
             )
+
+
+async def complete_groups(
+    markers: ProgressMarkers, topic: str, groups: dict[int, list[Any]], scopes: dict[int, Any]
+) -> tuple[list[Any], dict[int, int | None]]:
+    """Complete each partition's records of ``topic`` in ``groups`` (in place, see
+    :meth:`ProgressMarkers.complete`); returns them as one batch, and each partition's
+    marker before the batch (replays are at or below it)."""
+    batch: list[Any] = []
+    floors: dict[int, int | None] = {}
+    for partition, group in groups.items():
+        with partition_scope(scopes[partition]):
+            floors[partition] = markers.last(topic)
+            groups[partition] = await markers.complete(topic, partition, group)
+        batch.extend(groups[partition])
+    return batch, floors
 
 
 def discard(outbox: Outbox, io: TableIO) -> None:
@@ -251,21 +280,17 @@ def register_input_agent(
     markers = ProgressMarkers(io.scoped(), settings)
 
     async def process(groups: dict[int, list[Any]], scopes: dict[int, Any]) -> None:
-        """Apply each partition's records (completed: no replays, no gaps), in order."""
-        batch: list[Any] = []
-        for partition, group in groups.items():
-            with partition_scope(scopes[partition]):
-                groups[partition] = await markers.complete(input_name, partition, group)
-            batch.extend(groups[partition])
+        """Apply each partition's records (completed: each once, no gaps), in order."""
+        batch, floors = await complete_groups(markers, input_name, groups, scopes)
         accepted, rejected = decode_batch(topic, batch, max_bytes=settings.max_record_bytes)
         if accepted:
             results = await handler(accepted)
             for item, result in zip(accepted, results, strict=True):
                 if isinstance(result, DecodeError):
                     rejected.append(rejected_from(item, result))
-                else:
+                elif not replayed(item.partition, item.offset, floors):
                     metrics.events.labels(topic=topic, type=item.event.type, outcome=result).inc()
-        dead_letters.add(outbox, rejected)
+        dead_letters.add(outbox, rejected, floors)
         await outbox.flush()
         for partition, completed in groups.items():
             with partition_scope(scopes[partition]):

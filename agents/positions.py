@@ -32,6 +32,7 @@ from supplyflow.agents.ingest import (
     end_offset,
     observe_processed,
     owned_partitions,
+    replayed,
 )
 from supplyflow.agents.progress import ProgressMarkers, merge_completed
 from supplyflow.app.batch_io import Outbox, TableIO
@@ -133,7 +134,7 @@ class PositionActor:
             await self._process(partition, list(missing), beat)
 
     async def _complete(self, partition: int, events: list[Any]) -> list[Any]:
-        """Both topics' events of one partition: replays dropped, skipped ones fetched.
+        """Both topics' events of one partition: each once, skipped ones fetched.
 
         Each topic's records stay in offset order (watermarks skip anything at or below
         the highest offset applied, so a fetched record must never overtake an earlier
@@ -147,6 +148,7 @@ class PositionActor:
 
     async def _process_partition(self, partition: int, events: list[Any]) -> None:
         work = _PartitionBatch(self.io, partition, record_time(datetime.now(UTC)))
+        floors = {partition: self.markers.last(self.inventory_topic)}  # not moved yet
         inventory = [e for e in events if e.message.topic == self.inventory_topic]
         accepted, rejected = decode_batch(INVENTORY_EVENTS, inventory, max_bytes=self.max_bytes)
         by_offset = {a.offset: a for a in accepted}
@@ -158,11 +160,12 @@ class PositionActor:
             item = by_offset.get(msg.offset)
             if item is not None and isinstance(item.event, InventoryAdjusted | InventorySnapshot):
                 outcome = work.inventory(item.event, item.offset)
-                self.metrics.events.labels(
-                    topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
-                ).inc()
+                if not replayed(partition, item.offset, floors):
+                    self.metrics.events.labels(
+                        topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
+                    ).inc()
         work.check_overallocation()
-        self.dead_letters.add(self.outbox, rejected)
+        self.dead_letters.add(self.outbox, rejected, floors)
         await self.emitter.send(partition, work.transitions, self.outbox)
         for key in work.changed:
             state = work.cache[key]
@@ -205,20 +208,21 @@ class _PartitionBatch:
         before = list(state.totals)
         outcome, opened = apply_inventory_event(state, event, offset, now=self.now)
         self.transitions.extend(opened)
-        if outcome == "applied":
-            self.dirty.add(key)
-            if state.totals != before:
-                self.changed.add(key)
-                self.occurred.append(epoch_ms(event.occurred_at))
+        self.dirty.add(key)  # a duplicate's too: see deltas()
+        if outcome == "applied" and state.totals != before:
+            self.changed.add(key)
+            self.occurred.append(epoch_ms(event.occurred_at))
         return outcome
 
     def deltas(self, record: list[Any]) -> None:
         source, entries = record
         for key, items in entries:
             applied = apply_deltas(self.load(key), source, items)
+            # Written even if a replay applied nothing: the changelog may lack the state
+            # the local store has (see agents.progress).
+            self.dirty.add(key)
             if applied:
                 self.changed.add(key)
-                self.dirty.add(key)
                 self.occurred.extend(applied)
 
     def check_overallocation(self) -> None:

@@ -6,8 +6,23 @@ follows can move past them: observed as a worker jumping from offset 25 to 27 af
 rebalance, and the records in between never processed. An at-least-once pipeline must
 not lose them, so each agent keeps, in its own table and partition, the last offset it
 processed per source topic (written after the batch's states, so the changelog holds it
-only if it holds them). Before a batch it drops records at or below the marker (replays)
-and, if the batch starts past ``marker + 1``, reads the missing records from Kafka itself.
+only if it holds them). If a batch starts past ``marker + 1``, it reads the missing
+records from Kafka itself.
+
+Records at or below the marker (replays) are dropped, except those at or below the
+marker the worker *found* when it first processed the partition: that marker says their
+*outputs* (deltas, transitions, dead letters) were acknowledged, because it is written
+after them, but not that their *state* reached the changelog. A worker killed with
+SIGKILL restarts on its own RocksDB, which can hold state writes (and markers) the
+changelog never got, and Faust's recovery can even put older changelog values over newer
+local ones (found by the SIGKILL fault test, seed 338383: the local store had
+``po.events[2]`` up to offset 355 applied, the changelog only up to 337; offsets 338..355
+were dropped as replays, and three POs lost an event for good). Those replays are applied
+again: entities and positions recognise them (event ids, offset watermarks), write their
+state again, and emit nothing new; the agents skip the dead letters of records at or
+below :meth:`ProgressMarkers.last` as it was before the batch. Replays of what this
+process applied itself (records the repair below fetched before the consumer delivered
+them) are dropped: its writes reach the changelog, or it dies and the next one re-applies.
 
 A skip at the *end* of a partition has no later record to reveal it (observed after a
 SIGKILL and restart: the consumer went past offsets 1..80 of a partition that got no
@@ -81,6 +96,11 @@ class ProgressMarkers:
         self.kafka = kafka
         #: (topic, partition) -> the marker seen at the previous stall check
         self._checked: dict[tuple[str, int], int | None] = {}
+        #: (topic, partition) -> the marker found when this process first completed a batch
+        #: of it: up to there, a previous process may have died with state unsent
+        self._found: dict[tuple[str, int], int | None] = {}
+        #: (topic, partition) whose re-applied replays were logged (once per process)
+        self._logged: set[tuple[str, int]] = set()
 
     def last(self, topic: str) -> int | None:
         value = self.table.get(marker_key(topic))
@@ -90,14 +110,31 @@ class ProgressMarkers:
         self.table[marker_key(topic)] = offset
 
     async def complete(self, topic: str, partition: int, events: Sequence[Any]) -> list[Any]:
-        """``events`` of one partition, in order, without replays and with gaps filled."""
+        """``events`` of one partition, in offset order, each once, with gaps filled.
+
+        Replays are dropped, but those at or below the marker found in the store when this
+        process first got here stay in, ahead of the rest (see the module doc).
+        """
         last = self.last(topic)
-        by_offset = {e.message.offset: e for e in events if last is None or e.message.offset > last}
-        if not by_offset:
-            return []
+        found = self._found.setdefault((topic, partition), last)
         # A seek back during a rebalance can deliver a batch out of order or twice.
-        fresh = [by_offset[offset] for offset in sorted(by_offset)]
-        return await self._fill(topic, partition, last, fresh)
+        by_offset = {e.message.offset: e for e in events}
+        ordered = [by_offset[offset] for offset in sorted(by_offset)]
+        replays = [e for e in ordered if last is not None and e.message.offset <= last]
+        fresh = ordered[len(replays) :]
+        replays = [e for e in replays if found is not None and e.message.offset <= found]
+        if replays and (topic, partition) not in self._logged:
+            self._logged.add((topic, partition))
+            log.info(
+                "%s[%d]: records from %d..%d up to %d were applied before this process "
+                "started: applied again, so that the changelog has their state",
+                topic,
+                partition,
+                replays[0].message.offset,
+                replays[-1].message.offset,
+                found,
+            )
+        return replays + (await self._fill(topic, partition, last, fresh) if fresh else [])
 
     async def stalled(self, topic: str, partition: int, end: int | None) -> list[GapEvent]:
         """The records after the marker, if progress stalled with records left in Kafka.
@@ -126,9 +163,15 @@ class ProgressMarkers:
         return missing
 
     def record_all(self, topic: str, events: Sequence[Any]) -> None:
-        """Mark the highest offset among ``events`` (of one partition) as processed."""
+        """Mark the highest offset among ``events`` (of one partition) as processed.
+
+        Never moves the marker back, but writes it again after a batch of replays only:
+        the changelog may lack it as it lacked their states (see the module doc).
+        """
         if events:
-            self.record(topic, max(e.message.offset for e in events))
+            top = max(e.message.offset for e in events)
+            last = self.last(topic)
+            self.record(topic, top if last is None else max(top, last))
 
     async def _fill(
         self, topic: str, partition: int, last: int | None, fresh: list[Any]
@@ -224,7 +267,7 @@ async def merge_completed(
     for event in events:
         queue = queues.get(event.message.topic)
         if not queue:
-            continue  # a replay, dropped (or a topic not completed here)
+            continue  # a replay dropped, a record already out, or a topic not completed here
         offset = event.message.offset  # this record, and any fetched ones before it
         while queue and queue[-1].message.offset <= offset:
             out.append(queue.pop())

@@ -1,9 +1,10 @@
 """Applying a batch of one partition's events to entity states: pure, no Kafka.
 
 The agent loads each key's state once, calls :func:`apply_entity_batch`, sends the
-position deltas, waits until Kafka has them, and only then writes each changed state
-once. That order makes redelivery exact: if the worker dies before the state write, the
-replayed events produce the same deltas again (same offsets), which positions skip.
+position deltas, waits until Kafka has them, and only then writes each state an event
+reached once (a duplicate's too). That order makes redelivery exact: if the worker dies
+before the state write, the replayed events produce the same deltas again (same
+offsets), which positions skip.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ E = TypeVar("E")
 class EntityBatch(Generic[S]):
     """The result of one batch: states to write, deltas to send, what happened to each."""
 
-    #: key -> new state, for every key whose state changed
+    #: key -> state to write: every key an event was applied to or found a duplicate in
     states: dict[str, S] = field(default_factory=dict)
     #: position key -> delta items in offset order
     deltas: dict[str, list[DeltaItem]] = field(default_factory=dict)
@@ -54,10 +55,12 @@ def apply_entity_batch(
             batch.results.append(result)
             continue
         batch.results.append(result.outcome)
+        if new_state is not None:
+            # A duplicate changes nothing, but its state is written again: after a crash
+            # the local store can hold a state the changelog never got (agents.progress).
+            batch.states[key] = new_state
         if result.outcome == "duplicate":
             continue
-        if new_state is not None:
-            batch.states[key] = new_state
         occurred_ms = epoch_ms(event.occurred_at)  # type: ignore[attr-defined]
         for pk, delta in result.deltas.items():
             batch.deltas.setdefault(pk, []).append([offset, occurred_ms, *delta])

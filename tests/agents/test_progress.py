@@ -71,11 +71,33 @@ def test_topics_stay_interleaved_as_they_arrived_with_gaps_in_place() -> None:
     ]
 
 
-def test_replays_are_dropped_and_a_record_delivered_twice_counts_once() -> None:
+def test_replays_are_kept_in_order_and_a_record_delivered_twice_counts_once() -> None:
+    # Replays of a previous process's work are applied again (their state may never have
+    # reached the changelog); the entity and position functions recognise them.
     markers = FakeMarkers({})
     markers.record(INV, 7)
-    live = [_event(INV, 6), _event(INV, 7), _event(INV, 8), _event(INV, 8), _event(INV, 9)]
-    assert _merge(markers, live) == [(INV, 8), (INV, 9)]
+    live = [_event(INV, 7), _event(INV, 6), _event(INV, 8), _event(INV, 8), _event(INV, 9)]
+    assert _merge(markers, live) == [(INV, 6), (INV, 7), (INV, 8), (INV, 9)]
+    assert markers.fetched == []
+
+
+def test_replays_of_what_this_process_applied_itself_are_dropped() -> None:
+    markers = FakeMarkers({})
+    markers.record(INV, 7)  # found in the store: a previous process got this far
+    markers.record_all(INV, asyncio.run(markers.complete(INV, 3, [_event(INV, 8)])))
+    markers.record(INV, 20)  # this process applied 9..20 (e.g. fetched by a repair)
+    live = [_event(INV, o) for o in (6, 7, 8, 9, 20, 21)]
+    assert _merge(markers, live) == [(INV, 6), (INV, 7), (INV, 21)]
+    assert markers.fetched == []
+
+
+def test_a_batch_of_replays_fetches_nothing_and_never_moves_the_marker_back() -> None:
+    markers = FakeMarkers({})
+    markers.record(INV, 40)
+    replays = asyncio.run(markers.complete(INV, 3, [_event(INV, 12), _event(INV, 11)]))
+    assert _order(replays) == [(INV, 11), (INV, 12)]
+    markers.record_all(INV, replays)
+    assert markers.last(INV) == 40
     assert markers.fetched == []
 
 

@@ -25,13 +25,13 @@ from supplyflow.app.workload import generate
 from supplyflow.codecs import decode_input
 from supplyflow.codecs.quantity import parse_qty
 from supplyflow.tables.reference import POSITION_FIELDS, reference_positions
+from tests.integration.worker_http import http_json
 
 pytestmark = pytest.mark.integration
 
 WORKER_READY_S: Final = 90.0
 #: Processing ~6,300 records takes a few seconds; rebalances after a kill add ~15 s.
 EXACT_S: Final = 180.0
-HTTP_RETRY_S: Final = 30.0
 
 Factory = Callable[..., WorkerProcess]
 
@@ -79,16 +79,6 @@ def wait_exact(settings: Settings, expected: dict[str, dict[str, int]]) -> None:
             return
         time.sleep(1.0)
     pytest.fail(f"{len(problems)} positions differ, e.g.:\n" + "\n".join(problems[:10]))
-
-
-def http_json(worker: WorkerProcess, path: str) -> tuple[int, Any]:
-    """GET with retries while ownership moves (503)."""
-    deadline = time.monotonic() + HTTP_RETRY_S
-    while True:
-        status, body = worker.get(path)
-        if status != 503 or time.monotonic() > deadline:
-            return status, orjson.loads(body)
-        time.sleep(0.2)
 
 
 def http_positions(worker: WorkerProcess, keys: list[str]) -> dict[str, Any]:
