@@ -12,7 +12,7 @@ reads is complete.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import orjson
@@ -51,15 +51,16 @@ class ExceptionEmitter:
         self.settings = settings
         self.metrics = metrics
         self.topic_name = settings.topic(EXCEPTIONS)
-        self._written: dict[int, dict[tuple[str, str], None]] = {}
+        #: partition -> (exception_id, status) written -> for an open, its record
+        self._written: dict[int, dict[tuple[str, str], dict[str, Any] | None]] = {}
 
     def forget(self, partitions: Sequence[int]) -> None:
         """Drop what is known of partitions this worker no longer owns."""
         for partition in partitions:
             self._written.pop(partition, None)
 
-    async def _load(self, partition: int) -> dict[tuple[str, str], None]:
-        written: dict[tuple[str, str], None] = {}
+    async def _load(self, partition: int) -> dict[tuple[str, str], dict[str, Any] | None]:
+        written: dict[tuple[str, str], dict[str, Any] | None] = {}
         tp = TopicPartition(self.topic_name, partition)
         consumer = AIOKafkaConsumer(
             **client_options(self.settings), enable_auto_commit=False, group_id=None
@@ -76,7 +77,8 @@ class ExceptionEmitter:
                 idle = 0 if batch else idle + 1
                 for message in batch.get(tp, []):
                     body = orjson.loads(message.value)
-                    written[(body["exception_id"], body["status"])] = None
+                    status = body["status"]
+                    written[(body["exception_id"], status)] = body if status == "open" else None
                     position = message.offset + 1
             if position < end:
                 log.warning(
@@ -91,6 +93,20 @@ class ExceptionEmitter:
         log.info("read back %d exception transitions of partition %d", len(written), partition)
         return written
 
+    async def unresolved(self, partition: int) -> Callable[[str], dict[str, Any] | None]:
+        """Looks up, in what ``exceptions`` holds for ``partition``, an exception opened and
+        not resolved: its ``open`` record, or None."""
+        written = self._written.get(partition)
+        if written is None:
+            written = self._written[partition] = await self._load(partition)
+
+        def lookup(exception_id: str) -> dict[str, Any] | None:
+            if (exception_id, "resolved") in written:
+                return None
+            return written.get((exception_id, "open"))
+
+        return lookup
+
     async def send(self, partition: int, transitions: Sequence[Transition], outbox: Outbox) -> None:
         """Queue the new transitions in ``outbox`` (flush it before writing the states)."""
         if not transitions:
@@ -102,7 +118,7 @@ class ExceptionEmitter:
             key = (transition.exception_id, transition.status)
             if key in written:
                 continue
-            written[key] = None
+            written[key] = transition.record() if transition.status == "open" else None
             self.index.apply(partition, transition)
             if len(written) > READ_BACK_RECORDS:
                 del written[next(iter(written))]

@@ -16,7 +16,7 @@ heartbeat checks the partition's inventory records for a stalled tail.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -49,6 +49,7 @@ from supplyflow.tables.common import epoch_ms
 from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import (
     PositionState,
+    adopt_unresolved_overallocation,
     apply_deltas,
     apply_inventory_event,
     check_overallocation,
@@ -164,7 +165,7 @@ class PositionActor:
                     self.metrics.events.labels(
                         topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
                     ).inc()
-        work.check_overallocation()
+        work.check_overallocation(await self.emitter.unresolved(partition))
         self.dead_letters.add(self.outbox, rejected, floors)
         await self.emitter.send(partition, work.transitions, self.outbox)
         for key in work.changed:
@@ -225,8 +226,10 @@ class _PartitionBatch:
                 self.changed.add(key)
                 self.occurred.extend(applied)
 
-    def check_overallocation(self) -> None:
+    def check_overallocation(self, unresolved: Callable[[str], dict[str, Any] | None]) -> None:
         for key in self.changed:
+            if adopt_unresolved_overallocation(self.cache[key], unresolved):
+                self.dirty.add(key)
             found = check_overallocation(self.cache[key], self.now)
             if found:
                 self.transitions.extend(found)

@@ -15,6 +15,7 @@ inventory adjustments. Both are applied at most once:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -22,7 +23,7 @@ from typing import Any, Final
 from supplyflow.codecs.events import InventoryAdjusted, InventoryEvent
 from supplyflow.codecs.quantity import format_qty, qty_to_json
 from supplyflow.tables.common import ALLOCATED, IN_TRANSIT, INBOUND, ON_HAND, RESERVED, WIDTH, Vec
-from supplyflow.tables.exceptions import ExceptionBook, Transition
+from supplyflow.tables.exceptions import ExceptionBook, Transition, exception_id, identity_of
 
 __all__ = [
     "INVENTORY_SOURCE",
@@ -143,13 +144,48 @@ def apply_inventory_event(
     return "applied", book.transitions
 
 
+#: The one position rule evaluated per batch.
+OVERALLOCATION: Final = "OVERALLOCATION"
+
+
+def adopt_unresolved_overallocation(
+    state: PositionState, unresolved: Callable[[str], dict[str, Any] | None]
+) -> bool:
+    """Take into ``state`` an ``OVERALLOCATION`` that ``exceptions`` holds open but the
+    state never recorded (``unresolved``: its ``open`` record by exception id, or None).
+
+    ``OVERALLOCATION`` depends on how deltas are batched: a worker killed after emitting
+    an ``open`` but before writing the position's state leaves the successor, which may
+    batch the same deltas without the dip, nothing to resolve (found by the SIGKILL fault
+    test, seed 748909). Adopted, the next check resolves it once ``available`` >= 0.
+    """
+    identity = identity_of(OVERALLOCATION, {})
+    entry = state.exceptions.get(identity)
+    if entry is not None and entry[1]:
+        return False
+    occurrence = (entry[0] if entry else 0) + 1
+    record = unresolved(exception_id("position", state.key, identity, occurrence))
+    if record is None:
+        return False
+    state.exceptions[identity] = [
+        occurrence,
+        True,
+        OVERALLOCATION,
+        {},
+        record.get("raised_at"),
+        record.get("message"),
+        list(record.get("event_ids") or []),
+    ]
+    return True
+
+
 def check_overallocation(state: PositionState, now: str) -> list[Transition]:
     """Open ``OVERALLOCATION`` while ``available`` < 0, resolve it when it is >= 0 again."""
     book = ExceptionBook("position", state.key, state.exceptions)
     available = state.totals[ON_HAND] - state.totals[ALLOCATED]
     if available < 0:
         book.open(
-            "OVERALLOCATION",
+            OVERALLOCATION,
             {},
             message=(
                 f"{state.key} has {format_qty(available)} available: "
@@ -160,7 +196,7 @@ def check_overallocation(state: PositionState, now: str) -> list[Transition]:
             now=now,
         )
     else:
-        book.resolve("OVERALLOCATION", {}, event_id=None, now=now)
+        book.resolve(OVERALLOCATION, {}, event_id=None, now=now)
     return book.transitions
 
 

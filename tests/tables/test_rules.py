@@ -13,6 +13,7 @@ from supplyflow.tables.order import OrderState, apply_order_event, fire_order_de
 from supplyflow.tables.po import PoState, apply_po_event, fire_po_deadlines
 from supplyflow.tables.position import (
     PositionState,
+    adopt_unresolved_overallocation,
     apply_deltas,
     apply_inventory_event,
     check_overallocation,
@@ -225,6 +226,36 @@ def test_overallocation_and_inventory_mismatch() -> None:
     ]
     _, found = apply_inventory_event(pos, ev("inventory.snapshot", {**snap, "on_hand": 5}), 2)
     assert [(t.rule, t.status) for t in found] == [("INVENTORY_MISMATCH", "resolved")]
+
+
+def test_an_overallocation_opened_by_a_killed_worker_is_adopted_and_resolved() -> None:
+    # The killed worker's batch dipped and emitted the open; its state write was lost.
+    killed = PositionState.new("A@DC1")
+    apply_deltas(killed, "order:0", [[5, 0, 0, 3000, 0, 0, 3000]])
+    (opened,) = check_overallocation(killed, "t1")
+    in_topic = {opened.exception_id: opened.record()}
+    # The successor applies the same deltas and more in one batch: no dip, nothing open.
+    pos = PositionState.new("A@DC1")
+    apply_deltas(pos, "order:0", [[5, 0, 0, 3000, 0, 0, 3000]])
+    apply_deltas(pos, "po:1", [[9, 0, 5000, 0, 0, 0, 0]])
+    assert check_overallocation(PositionState.from_wire(pos.to_wire()), "t2") == []
+    assert adopt_unresolved_overallocation(pos, in_topic.get)
+    (resolved,) = check_overallocation(pos, "t2")
+    assert (resolved.exception_id, resolved.status) == (opened.exception_id, "resolved")
+    assert resolved.raised_at == opened.raised_at == "t1"
+    # Resolved now: nothing more to adopt, and the next dip is a new occurrence.
+    assert not adopt_unresolved_overallocation(pos, in_topic.get)
+    apply_deltas(pos, "order:0", [[6, 0, 0, 9000, 0, 0, 0]])
+    (again,) = check_overallocation(pos, "t3")
+    assert again.status == "open"
+    assert again.exception_id != opened.exception_id
+
+
+def test_nothing_is_adopted_when_the_topic_holds_no_open_one() -> None:
+    pos = PositionState.new("A@DC1")
+    apply_deltas(pos, "po:1", [[9, 0, 5000, 0, 0, 0, 0]])
+    assert not adopt_unresolved_overallocation(pos, lambda exception_id: None)
+    assert check_overallocation(pos, "t1") == []
 
 
 def test_exception_ids_are_deterministic() -> None:
