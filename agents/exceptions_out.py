@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from supplyflow.agents.progress import is_marker
+from supplyflow.agents.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.app.batch_io import Outbox
-from supplyflow.app.kafka_clients import client_options
 from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
@@ -33,12 +32,6 @@ from supplyflow.tables.position import PositionState
 __all__ = ["ExceptionEmitter", "OpenExceptions", "book_from_wire"]
 
 log = logging.getLogger(__name__)
-
-#: Transitions read back per partition: far more than a crash can leave in doubt (the
-#: records written since the last state write), and bounded memory per partition.
-READ_BACK_RECORDS: Final = 100_000
-_READ_TIMEOUT_MS: Final = 1000
-_MAX_IDLE_FETCHES: Final = 5
 
 
 class ExceptionEmitter:
@@ -61,35 +54,13 @@ class ExceptionEmitter:
 
     async def _load(self, partition: int) -> dict[tuple[str, str], dict[str, Any] | None]:
         written: dict[tuple[str, str], dict[str, Any] | None] = {}
-        tp = TopicPartition(self.topic_name, partition)
-        consumer = AIOKafkaConsumer(
-            **client_options(self.settings), enable_auto_commit=False, group_id=None
-        )
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            end = (await consumer.end_offsets([tp]))[tp]
-            start = max(0, end - READ_BACK_RECORDS)
-            consumer.seek(tp, start)
-            position, idle = start, 0
-            while position < end and idle < _MAX_IDLE_FETCHES:
-                batch = await consumer.getmany(tp, timeout_ms=_READ_TIMEOUT_MS)
-                idle = 0 if batch else idle + 1
-                for message in batch.get(tp, []):
-                    body = orjson.loads(message.value)
-                    status = body["status"]
-                    written[(body["exception_id"], status)] = body if status == "open" else None
-                    position = message.offset + 1
-            if position < end:
-                log.warning(
-                    "read back exceptions partition %d only to offset %d of %d; a transition "
-                    "written just before a crash may appear twice",
-                    partition,
-                    position,
-                    end,
-                )
-        finally:
-            await consumer.stop()
+
+        def each(message: Any) -> None:
+            body = orjson.loads(message.value)
+            status = body["status"]
+            written[(body["exception_id"], status)] = body if status == "open" else None
+
+        await read_tail(self.settings, self.topic_name, partition, each)
         log.info("read back %d exception transitions of partition %d", len(written), partition)
         return written
 

@@ -18,18 +18,21 @@ from typing import Any, Final
 from faust.types import TP
 
 from supplyflow.agents.progress import ProgressMarkers
+from supplyflow.agents.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import DEAD_LETTERED, Metrics
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ
 from supplyflow.codecs import AnyEvent, DecodeError, build_dead_letter, decode_input
+from supplyflow.codecs.dlq import DLQ_HEADER_PREFIX
 
 __all__ = [
     "Accepted",
     "EntityHandler",
     "IngestTunables",
     "Rejected",
+    "SentLetters",
     "by_partition",
     "decode_batch",
     "end_offset",
@@ -168,24 +171,76 @@ def replayed(partition: int, offset: int, floors: Mapping[int, int | None]) -> b
     return floor is not None and offset <= floor
 
 
+class SentLetters:
+    """The dead letters ``dlq`` already holds, per partition: read back on first use.
+
+    A dead letter goes to the ``dlq`` partition of its source partition, and is sent
+    before the marker that says its record is done; a worker killed in between leaves the
+    record to its successor, which would send the letter again. The successor reads the
+    partition's tail back once (see :mod:`supplyflow.agents.tail`) and skips letters whose
+    source topic and offset are already there. Shared by a worker's agents.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = settings.topic(DLQ)
+        #: partition -> (source topic, source offset) -> None, oldest first
+        self._sent: dict[int, dict[tuple[str, int], None]] = {}
+
+    def forget(self, partitions: Sequence[int]) -> None:
+        """Drop what is known of partitions this worker no longer owns."""
+        for partition in partitions:
+            self._sent.pop(partition, None)
+
+    async def of(self, partition: int) -> dict[tuple[str, int], None]:
+        """The letters in ``dlq[partition]`` (this process adds what it sends)."""
+        sent = self._sent.get(partition)
+        if sent is None:
+            found: dict[tuple[str, int], None] = {}
+
+            def each(message: Any) -> None:
+                headers = dict(message.headers or ())
+                topic, offset = headers.get(_SOURCE_TOPIC), headers.get(_SOURCE_OFFSET)
+                if topic is not None and offset is not None:
+                    found[(topic.decode("utf-8", "replace"), int(offset))] = None
+
+            await read_tail(self.settings, self.topic, partition, each)
+            sent = self._sent.setdefault(partition, found)
+        return sent
+
+
+_SOURCE_TOPIC: Final = f"{DLQ_HEADER_PREFIX}source-topic"
+_SOURCE_OFFSET: Final = f"{DLQ_HEADER_PREFIX}source-offset"
+
+
 class DeadLetters:
     """Sends rejected records of one input topic to ``dlq``, with metrics and a log line."""
 
-    def __init__(self, settings: Settings, topic: str, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, topic: str, metrics: Metrics, letters: SentLetters | None = None
+    ) -> None:
         self.topic = topic
         self.full_name = settings.topic(topic)
         self.dlq = settings.topic(DLQ)
-        self.partitions = settings.partitions
         self.metrics = metrics
+        #: what ``dlq`` holds already (None: not checked, as in tests of a single process)
+        self.letters = letters
 
-    def add(
+    async def add(
         self, outbox: Outbox, rejected: Sequence[Rejected], floors: Mapping[int, int | None]
     ) -> None:
-        """Queue every entry but replays (see :func:`replayed`) in ``outbox`` (flush it
-        before marking the records done)."""
+        """Queue every entry in ``outbox`` but replays (see :func:`replayed`) and letters
+        already in ``dlq``; flush it before marking the records done."""
         for bad in rejected:
             if replayed(bad.partition, bad.offset, floors):
                 continue
+            if self.letters is not None:
+                sent = await self.letters.of(bad.partition)
+                if (self.full_name, bad.offset) in sent:
+                    continue
+                sent[(self.full_name, bad.offset)] = None
+                if len(sent) > READ_BACK_RECORDS:
+                    del sent[next(iter(sent))]
             letter = build_dead_letter(
                 bad.error,
                 topic=self.full_name,
@@ -196,7 +251,8 @@ class DeadLetters:
                 value=bad.value,
                 headers=bad.headers,
             )
-            outbox.add_keyed(self.dlq, self.partitions, letter.key, letter.value, letter.headers)
+            # The source partition: the owner of input partition p is dlq[p]'s only writer.
+            outbox.add(self.dlq, bad.partition, letter.key, letter.value, letter.headers)
             self.metrics.dead_letters.labels(topic=self.topic, reason=bad.error.reason).inc()
             self.metrics.events.labels(
                 topic=self.topic, type="invalid", outcome=DEAD_LETTERED
@@ -256,6 +312,7 @@ def register_input_agent(
     metrics: Metrics,
     io: TableIO,
     outbox: Outbox,
+    letters: SentLetters | None = None,
     ticks: tuple[str, TickHandler] | None = None,
     tunables: IngestTunables = DEFAULT_TUNABLES,
 ) -> Any:
@@ -276,7 +333,7 @@ def register_input_agent(
         internal=False,
     )
     input_name = names[0]
-    dead_letters = DeadLetters(settings, topic, metrics)
+    dead_letters = DeadLetters(settings, topic, metrics, letters)
     markers = ProgressMarkers(io.scoped(), settings)
 
     async def process(groups: dict[int, list[Any]], scopes: dict[int, Any]) -> None:
@@ -290,7 +347,7 @@ def register_input_agent(
                     rejected.append(rejected_from(item, result))
                 elif not replayed(item.partition, item.offset, floors):
                     metrics.events.labels(topic=topic, type=item.event.type, outcome=result).inc()
-        dead_letters.add(outbox, rejected, floors)
+        await dead_letters.add(outbox, rejected, floors)
         await outbox.flush()
         for partition, completed in groups.items():
             with partition_scope(scopes[partition]):

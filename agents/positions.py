@@ -27,6 +27,7 @@ from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import (
     DeadLetters,
     IngestTunables,
+    SentLetters,
     decode_batch,
     discard,
     end_offset,
@@ -166,7 +167,7 @@ class PositionActor:
                         topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
                     ).inc()
         work.check_overallocation(await self.emitter.unresolved(partition))
-        self.dead_letters.add(self.outbox, rejected, floors)
+        await self.dead_letters.add(self.outbox, rejected, floors)
         await self.emitter.send(partition, work.transitions, self.outbox)
         for key in work.changed:
             state = work.cache[key]
@@ -244,6 +245,7 @@ def register_position_agent(
     metrics: Metrics,
     emitter: ExceptionEmitter,
     tunables: IngestTunables,
+    letters: SentLetters | None = None,
 ) -> Any:
     """Create the agent consuming inventory.events and the position deltas."""
     source = app.topic(
@@ -254,7 +256,7 @@ def register_position_agent(
         partitions=settings.partitions,
         internal=False,
     )
-    dead_letters = DeadLetters(settings, INVENTORY_EVENTS, metrics)
+    dead_letters = DeadLetters(settings, INVENTORY_EVENTS, metrics, letters)
     actor = PositionActor(
         app,
         settings,

@@ -22,7 +22,12 @@ from prometheus_client import CollectorRegistry
 from supplyflow import __version__
 from supplyflow.agents.entities import EntityActor, EntityKind
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
-from supplyflow.agents.ingest import IngestTunables, owned_partitions, register_input_agent
+from supplyflow.agents.ingest import (
+    IngestTunables,
+    SentLetters,
+    owned_partitions,
+    register_input_agent,
+)
 from supplyflow.agents.positions import HEARTBEAT, register_position_agent
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import faust_patches
@@ -188,6 +193,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     )
     open_index = OpenExceptions(settings.partitions)
     emitter = ExceptionEmitter(app, settings, metrics, open_index)
+    letters = SentLetters(settings)
     rules = rules_from(settings)
     actors = {
         name: EntityActor(
@@ -220,6 +226,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             metrics=metrics,
             io=actor.io,
             outbox=actor.outbox,
+            letters=letters,
             ticks=(ticks, actor.tick),
             tunables=tunables,
         )
@@ -230,13 +237,16 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         metrics=metrics,
         emitter=emitter,
         tunables=tunables,
+        letters=letters,
     )
     register_ticker(app, ticks, deltas)
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """A revoked partition's exception tail must be read again if it comes back."""
+        """A revoked partition's exception and dead-letter tails must be read again if it
+        comes back."""
         revoked = args[0] if args else kwargs.get("revoked", ())
         emitter.forget(sorted({tp.partition for tp in revoked}))
+        letters.forget(sorted({tp.partition for tp in revoked}))
 
     app.on_partitions_revoked.connect(forget_revoked)
 
