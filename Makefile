@@ -68,7 +68,7 @@ faults: venv system-deps
 	if ! $(BIN)/supplyflow kafka ping >/dev/null 2>&1; then \
 	  $(BIN)/supplyflow kafka up --port $(KAFKA_PORT) || exit 1; started=1; \
 	fi; \
-	$(BIN)/pytest -m faults; rc=$$?; \
+	$(BIN)/pytest -m "faults or faults_bounded"; rc=$$?; \
 	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
 	exit $$rc
 

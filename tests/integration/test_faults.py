@@ -314,7 +314,7 @@ def test_sigkill_and_restart_six_times(fault_run: Callable[[int], FaultRun]) -> 
     _sigkills(fault_run(FULL_EVENTS), kills=6)
 
 
-@pytest.mark.faults  # out of make test for now: a phantom OVERALLOCATION (see README)
+@pytest.mark.faults_bounded  # in make test as well as make faults
 @pytest.mark.timeout(BOUNDED_TIMEOUT_S)
 def test_sigkill_bounded(fault_run: Callable[[int], FaultRun]) -> None:
     """The short form of the SIGKILL case: 20k records, two SIGKILLs."""
