@@ -22,12 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from supplyflow.app.exceptions import AppError
 
-__all__ = ["WorkerProcess", "free_port", "scrape"]
+__all__ = ["HTTP_TIMEOUT_S", "WorkerProcess", "free_port", "scrape"]
 
 #: How long a worker may take to stop cleanly on SIGTERM before it is killed.
 STOP_TIMEOUT_S: Final = 30.0
 _POLL_S: Final = 0.2
-_HTTP_TIMEOUT_S: Final = 5.0
+#: Default wait for one HTTP answer of a worker (health checks, look-ups, scrapes).
+HTTP_TIMEOUT_S: Final = 5.0
 
 
 def free_port(span: int = 1) -> int:
@@ -55,18 +56,26 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def _get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+def _get(
+    url: str, headers: Mapping[str, str] | None = None, timeout: float = HTTP_TIMEOUT_S
+) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Read a Prometheus endpoint into ``{(sample name, sorted labels): value}``."""
-    status, body = _get(url)
+def scrape(
+    url: str, timeout: float = HTTP_TIMEOUT_S
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Read a Prometheus endpoint into ``{(sample name, sorted labels): value}``.
+
+    Raises ``OSError`` if the worker does not answer (``TimeoutError`` when it accepted
+    the connection but sent nothing for ``timeout`` seconds).
+    """
+    status, body = _get(url, timeout=timeout)
     if status != 200:
         raise AppError(f"{url} answered {status}")
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -127,8 +136,10 @@ class WorkerProcess:
             time.sleep(_POLL_S)
         raise AppError(f"worker not healthy after {timeout:.0f}s:\n{self.log_tail()}")
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return scrape(self.url + "/metrics")
+    def metrics(
+        self, timeout: float = HTTP_TIMEOUT_S
+    ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return scrape(self.url + "/metrics", timeout)
 
     def kill(self) -> None:
         """SIGKILL: the crash case."""

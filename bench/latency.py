@@ -30,6 +30,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.harness import (
+    SCRAPE_TIMEOUT_S,
     BenchError,
     Deployment,
     Plan,
@@ -160,7 +161,7 @@ def percentile(values: list[float], share: float) -> float | None:
 def _buckets(worker: WorkerProcess) -> dict[float, float]:
     return {
         float(dict(labels)["le"]): value
-        for (name, labels), value in worker.metrics().items()
+        for (name, labels), value in worker.metrics(SCRAPE_TIMEOUT_S).items()
         if name == _HISTOGRAM
     }
 

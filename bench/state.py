@@ -25,6 +25,7 @@ import orjson
 from tqdm import tqdm
 
 from bench.harness import (
+    SCRAPE_TIMEOUT_S,
     WORKER_READY_S,
     BenchError,
     Deployment,
@@ -90,7 +91,7 @@ class OpenPurchaseOrders:
 def _table_keys(worker: WorkerProcess) -> dict[str, int]:
     return {
         dict(labels)["table"]: int(value)
-        for (name, labels), value in worker.metrics().items()
+        for (name, labels), value in worker.metrics(SCRAPE_TIMEOUT_S).items()
         if name == "supplyflow_table_keys"
     }
 
