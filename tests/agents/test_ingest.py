@@ -1,3 +1,4 @@
+import gc
 from dataclasses import dataclass, field
 
 import orjson
@@ -50,3 +51,22 @@ def test_empty_value_is_rejected_not_raised() -> None:
     assert accepted == []
     assert rejected[0].error.reason == "invalid_json"
     assert orjson.dumps(rejected[0].offset) == b"7"
+
+
+def test_a_rejected_record_leaves_no_reference_cycle() -> None:
+    records = [r for r in sample_scenario("c") if r.topic == "order.events"]
+    assert any(r.expect != OK for r in records)
+    messages = [
+        FakeEvent(FakeMessage(r.key, r.value, partition=0, offset=i, headers=r.headers))
+        for i, r in enumerate(records)
+    ]
+    gc.collect()
+    gc.disable()
+    try:
+        accepted, rejected = decode_batch("order.events", messages, max_bytes=1024 * 1024)
+        assert rejected
+        del accepted, rejected, messages
+        # Everything is freed by reference counting: nothing left for the cycle collector.
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
