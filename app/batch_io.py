@@ -28,6 +28,7 @@ agent's batches, and the agent awaits both flushes inside its batch), recovery, 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -53,6 +54,13 @@ def _decode(raw: bytes) -> Any:
 
 #: Kafka's default partitioner (murmur2 of the key; a random partition without one).
 _PARTITIONER: Final = DefaultPartitioner()
+
+
+@functools.cache
+def _every_partition(partitions: int) -> list[int]:
+    """``[0, .., partitions - 1]``, built once (the partitioner only reads it)."""
+    return list(range(partitions))
+
 
 #: Empty header list shared by records without headers (the client only reads it).
 _NO_HEADERS: Final[list[tuple[str, bytes]]] = []
@@ -95,7 +103,7 @@ class Outbox:
         headers: Headers | None = None,
     ) -> None:
         """Queue a record in the partition Kafka's default partitioner picks for ``key``."""
-        every = list(range(partitions))
+        every = _every_partition(partitions)
         self.add(topic, _PARTITIONER(key, every, every), key, value, headers)
 
     async def flush(self) -> dict[tuple[str, int], int]:
