@@ -15,7 +15,7 @@ import orjson
 
 from supplyflow.app.topics import INVENTORY_EVENTS, ORDER_EVENTS, PO_EVENTS
 
-__all__ = ["SampleRecord", "sample_scenario"]
+__all__ = ["SampleRecord", "envelope", "sample_scenario"]
 
 OK = "ok"
 
@@ -32,6 +32,20 @@ class SampleRecord:
     label: str = ""
 
 
+def envelope(
+    event_id: str, type_: str, source: str, occurred_at: datetime, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The contract's event envelope around ``data`` (``occurred_at`` in UTC)."""
+    return {
+        "event_id": event_id,
+        "type": type_,
+        "schema_version": 1,
+        "source": source,
+        "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
+        "data": data,
+    }
+
+
 class _Builder:
     def __init__(self, start: datetime, run_id: str) -> None:
         self.now = start
@@ -42,14 +56,7 @@ class _Builder:
     def envelope(self, type_: str, source: str, data: dict[str, Any]) -> dict[str, Any]:
         self.seq += 1
         self.now += timedelta(milliseconds=100)
-        return {
-            "event_id": f"{self.run_id}-e{self.seq:05d}",
-            "type": type_,
-            "schema_version": 1,
-            "source": source,
-            "occurred_at": self.now.isoformat().replace("+00:00", "Z"),
-            "data": data,
-        }
+        return envelope(f"{self.run_id}-e{self.seq:05d}", type_, source, self.now, data)
 
     def add(
         self,

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import orjson
 
-from supplyflow.app.sample import SampleRecord
+from supplyflow.app.sample import SampleRecord, envelope
 from supplyflow.app.topics import INVENTORY_EVENTS, ORDER_EVENTS, PO_EVENTS
 from supplyflow.codecs.quantity import parse_qty
 
@@ -204,14 +204,7 @@ class _Gen:
         # Drawn in both modes, so that ``now`` changes the timestamps and nothing else.
         self.clock += timedelta(seconds=self.rng.randint(1, 30))
         stamp = self.clock if self.now is None else self.now()
-        return {
-            "event_id": f"{self.run_id}-{self.seq:07d}",
-            "type": type_,
-            "schema_version": 1,
-            "source": source,
-            "occurred_at": stamp.isoformat().replace("+00:00", "Z"),
-            "data": data,
-        }
+        return envelope(f"{self.run_id}-{self.seq:07d}", type_, source, stamp, data)
 
     def stock(self, sku: str, location: str, milli: int) -> None:
         if self.sku_index:
