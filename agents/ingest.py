@@ -5,6 +5,10 @@ consuming a topic owns the state of its entities: it decodes every record of a b
 hands the valid events, grouped by partition and in order, to the entity handler, and
 sends each record that failed decoding or that the handler rejected to ``dlq`` with its
 reason. A bad record never stops the agent or holds back the ones after it.
+
+The batches come from an :class:`~supplyflow.agents.reader.InputReader`, not from Faust's
+per-record delivery; the Faust agent itself consumes the ticks topic (deadlines, and the
+signal that a partition is ready to read after a rebalance).
 """
 
 from __future__ import annotations
@@ -15,9 +19,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from faust.types import TP
-
 from supplyflow.agents.progress import ProgressMarkers
+from supplyflow.agents.reader import InputReader, ReaderAgent, TickHandler
 from supplyflow.agents.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.faust_patches import partition_scope
@@ -31,11 +34,11 @@ __all__ = [
     "Accepted",
     "EntityHandler",
     "IngestTunables",
+    "InputAgent",
     "Rejected",
     "SentLetters",
     "by_partition",
     "decode_batch",
-    "end_offset",
     "register_input_agent",
     "replayed",
 ]
@@ -142,15 +145,6 @@ def observe_processed(metrics: Metrics, topic: str, events: Sequence[Any]) -> No
 def owned_partitions(app: Any, topic: str) -> frozenset[int]:
     """The partitions of ``topic`` assigned to this worker right now."""
     return frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
-
-
-def end_offset(app: Any, topic: str, partition: int) -> int | None:
-    """The offset the next record of ``topic[partition]`` gets, as last fetched (or None)."""
-    try:
-        end = app.consumer.highwater(TP(topic, partition))
-    except AssertionError:  # aiokafka: the partition was revoked meanwhile
-        return None
-    return None if end is None else int(end)
 
 
 def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
@@ -302,8 +296,82 @@ def discard(outbox: Outbox, io: TableIO) -> None:
     io.discard()
 
 
-#: Called with (partition, the tick event, partitions this worker owns) for each tick.
-TickHandler = Callable[[int, Any, frozenset[int]], Awaitable[None]]
+class InputAgent:
+    """One input topic: its batches (from an :class:`InputReader`) and its ticks.
+
+    ``handler`` queues its outputs in ``outbox`` and stages its states in ``io`` (the
+    agent's table); after each batch the agent flushes the outbox, then commits the
+    states with its progress markers. With ``on_tick``, each tick of a partition calls it
+    (deadlines), then flushes and commits the same way.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topic: str,
+        handler: EntityHandler,
+        metrics: Metrics,
+        io: TableIO,
+        outbox: Outbox,
+        letters: SentLetters | None = None,
+        on_tick: TickHandler | None = None,
+    ) -> None:
+        self.topic = topic
+        self.input_name = settings.topic(topic)
+        self.handler = handler
+        self.metrics = metrics
+        self.io = io
+        self.outbox = outbox
+        self.max_bytes = settings.max_record_bytes
+        self.dead_letters = DeadLetters(settings, topic, metrics, letters)
+        self.markers = ProgressMarkers(io.scoped(), settings)
+        self._on_tick = on_tick
+
+    def discard(self) -> None:
+        discard(self.outbox, self.io)
+
+    def marker_of(self, scope: Any) -> dict[str, int | None]:
+        """The input topic's marker in the partition of ``scope`` (an event)."""
+        with partition_scope(scope):
+            return {self.input_name: self.markers.last(self.input_name)}
+
+    async def process_batch(self, events: Sequence[Any]) -> None:
+        """Apply a batch of the input topic (partitions mixed, each in offset order)."""
+        groups: dict[int, list[Any]] = {}
+        for event in events:
+            groups.setdefault(event.message.partition, []).append(event)
+        if groups:
+            await self.process(groups, {p: group[-1] for p, group in groups.items()})
+
+    async def process(self, groups: dict[int, list[Any]], scopes: dict[int, Any]) -> None:
+        """Apply each partition's records (completed: each once, no gaps), in order."""
+        topic, metrics = self.topic, self.metrics
+        batch, floors = await complete_groups(self.markers, self.input_name, groups, scopes)
+        accepted, rejected = decode_batch(topic, batch, max_bytes=self.max_bytes)
+        if accepted:
+            results = await self.handler(accepted)
+            for item, result in zip(accepted, results, strict=True):
+                if isinstance(result, DecodeError):
+                    rejected.append(rejected_from(item, result))
+                elif not replayed(item.partition, item.offset, floors):
+                    metrics.events.labels(topic=topic, type=item.event.type, outcome=result).inc()
+        await self.dead_letters.add(self.outbox, rejected, floors)
+        await self.outbox.flush()
+        for partition, completed in groups.items():
+            with partition_scope(scopes[partition]):
+                self.markers.record_all(self.input_name, completed)
+        await self.io.commit()
+        if batch:
+            metrics.batch_size.labels(topic=topic).observe(len(batch))
+            observe_processed(metrics, topic, batch)
+
+    async def tick(self, partition: int, tick: Any, owned: frozenset[int]) -> None:
+        """The deadlines due in ``partition``: transitions first, then the states."""
+        if self._on_tick is not None:
+            await self._on_tick(partition, tick, owned)
+            await self.outbox.flush()
+            await self.io.commit()
 
 
 def register_input_agent(
@@ -315,79 +383,46 @@ def register_input_agent(
     metrics: Metrics,
     io: TableIO,
     outbox: Outbox,
+    ticks_topic: str,
     letters: SentLetters | None = None,
-    ticks: tuple[str, TickHandler] | None = None,
+    on_tick: TickHandler | None = None,
     tunables: IngestTunables = DEFAULT_TUNABLES,
-) -> Any:
-    """Create the agent consuming input topic ``topic`` (contract name, without prefix).
+) -> ReaderAgent:
+    """Create the agent for input topic ``topic`` (contract name, without prefix).
 
-    ``handler`` queues its outputs in ``outbox`` and stages its states in ``io`` (the
-    agent's table); after each batch the agent flushes the outbox, then commits the
-    states with its progress markers. With ``ticks`` (topic name, handler), the agent also
-    consumes the ticks topic and calls the handler for each partition ticked, after the
-    batch's input events.
+    A Faust agent consumes the ticks topic ``ticks_topic``; the input itself is read in
+    batches by an :class:`~supplyflow.agents.reader.InputReader` (see there why).
     """
-    names = [settings.topic(topic)] + ([ticks[0]] if ticks else [])
-    source = app.topic(
-        *names,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=False,
+    agent = InputAgent(
+        settings,
+        topic=topic,
+        handler=handler,
+        metrics=metrics,
+        io=io,
+        outbox=outbox,
+        letters=letters,
+        on_tick=on_tick,
     )
-    input_name = names[0]
-    dead_letters = DeadLetters(settings, topic, metrics, letters)
-    markers = ProgressMarkers(io.scoped(), settings)
-
-    async def process(groups: dict[int, list[Any]], scopes: dict[int, Any]) -> None:
-        """Apply each partition's records (completed: each once, no gaps), in order."""
-        batch, floors = await complete_groups(markers, input_name, groups, scopes)
-        accepted, rejected = decode_batch(topic, batch, max_bytes=settings.max_record_bytes)
-        if accepted:
-            results = await handler(accepted)
-            for item, result in zip(accepted, results, strict=True):
-                if isinstance(result, DecodeError):
-                    rejected.append(rejected_from(item, result))
-                elif not replayed(item.partition, item.offset, floors):
-                    metrics.events.labels(topic=topic, type=item.event.type, outcome=result).inc()
-        await dead_letters.add(outbox, rejected, floors)
-        await outbox.flush()
-        for partition, completed in groups.items():
-            with partition_scope(scopes[partition]):
-                markers.record_all(input_name, completed)
-        await io.commit()
-        if batch:
-            metrics.batch_size.labels(topic=topic).observe(len(batch))
-            observe_processed(metrics, topic, batch)
-
-    async def on_tick(partition: int, tick: Any, owned: frozenset[int]) -> None:
-        """Records the consumer never delivered, then the deadlines due."""
-        with partition_scope(tick):
-            end = end_offset(app, input_name, partition)
-            missing = await markers.stalled(input_name, partition, end)
-        if missing:
-            await process({partition: list(missing)}, {partition: tick})
-        if ticks:
-            await ticks[1](partition, tick, owned)
-            await outbox.flush()  # transitions first, then the states that produced them
-            await io.commit()
+    reader = InputReader(
+        settings,
+        [agent.input_name],
+        batch_max=tunables.batch_max,
+        window_s=tunables.batch_window_s,
+        idle_s=tunables.batch_idle_s,
+    )
+    driver = ReaderAgent(
+        app,
+        reader,
+        ticks_topic=ticks_topic,
+        handle=agent.process_batch,
+        markers=agent.marker_of,
+        on_tick=agent.tick,
+        on_error=agent.discard,
+    )
+    source = app.topic(ticks_topic, key_serializer="raw", value_serializer="raw")
 
     async def consume(stream: Any) -> None:
-        discard(outbox, io)
-        async for events in stream.take_until_idle(
-            tunables.batch_max, tunables.batch_window_s, tunables.batch_idle_s
-        ):
-            ticked = {e.message.partition: e for e in events if e.message.topic != input_name}
-            groups: dict[int, list[Any]] = {}
-            for event in events:
-                if event.message.topic == input_name:
-                    groups.setdefault(event.message.partition, []).append(event)
-            if groups:
-                await process(groups, {p: group[-1] for p, group in groups.items()})
-            if ticked:
-                owned = owned_partitions(app, input_name)
-                for partition, tick in ticked.items():
-                    if partition in owned:
-                        await on_tick(partition, tick, owned)
+        await driver.run(stream, batch_window_s=tunables.batch_window_s)
 
-    return app.agent(source, name=f"supplyflow.input.{topic}", concurrency=1)(consume)
+    app.agent(source, name=f"supplyflow.input.{topic}", concurrency=1)(consume)
+    return driver

@@ -7,10 +7,9 @@ owns the positions of partition *p*. After each batch it emits every changed pos
 :mod:`supplyflow.app.batch_io`), waits for Kafka to take them, and then commits the
 states: a crash in between replays into the same outputs rather than losing one.
 
-Every worker also appends a heartbeat (:data:`HEARTBEAT`, no deltas) to each deltas
-partition it owns twice a second. A deltas record the consumer skipped therefore always
-has a later one that reveals the gap (see :mod:`supplyflow.agents.progress`), and each
-heartbeat checks the partition's inventory records for a stalled tail.
+Both topics are read in batches by an :class:`~supplyflow.agents.reader.InputReader`.
+Earlier versions appended a heartbeat (:data:`HEARTBEAT`, no deltas) to each deltas
+partition twice a second; such records are still skipped.
 """
 
 from __future__ import annotations
@@ -30,12 +29,11 @@ from supplyflow.agents.ingest import (
     SentLetters,
     decode_batch,
     discard,
-    end_offset,
     observe_processed,
-    owned_partitions,
     replayed,
 )
 from supplyflow.agents.progress import ProgressMarkers, merge_completed
+from supplyflow.agents.reader import InputReader, ReaderAgent
 from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.faust_patches import partition_scope
 from supplyflow.app.metrics import Metrics
@@ -60,7 +58,7 @@ from supplyflow.tables.position import (
 
 __all__ = ["HEARTBEAT", "register_position_agent"]
 
-#: A deltas record from no source with no deltas: appended by the ticker (see above).
+#: A deltas record from no source with no deltas: appended by earlier versions.
 HEARTBEAT: Final = msgpack.packb(["heartbeat", []])
 
 
@@ -97,19 +95,10 @@ class PositionActor:
     async def process(self, batch: Sequence[Any]) -> None:
         """Apply ``batch``, emit what changed, then commit the states and markers."""
         groups: dict[int, list[Any]] = {}
-        beats: dict[int, Any] = {}
         for event in batch:
-            msg = event.message
-            groups.setdefault(msg.partition, []).append(event)
-            if msg.value == HEARTBEAT and msg.topic == self.deltas_topic:
-                beats[msg.partition] = event
+            groups.setdefault(event.message.partition, []).append(event)
         for partition, events in groups.items():
             await self._process(partition, events, events[-1])
-        if beats:
-            owned = owned_partitions(self.app, self.inventory_topic)
-            for partition, beat in beats.items():
-                if partition in owned:
-                    await self._repair(partition, beat)
         await self.outbox.flush()
         emitted = time.time() * 1000
         for occurred_ms in self._occurred:
@@ -124,16 +113,13 @@ class PositionActor:
             for topic in (self.inventory_topic, self.deltas_topic):
                 self.markers.record_all(topic, [e for e in completed if e.message.topic == topic])
 
-    async def _repair(self, partition: int, beat: Any) -> None:
-        """Process the inventory records the consumer went past (see progress).
+    def markers_of(self, scope: Any) -> dict[str, int | None]:
+        """Both topics' markers in the partition of ``scope`` (an event)."""
+        with partition_scope(scope):
+            return {t: self.markers.last(t) for t in (self.inventory_topic, self.deltas_topic)}
 
-        Deltas need no such check: the heartbeat itself is a later record of the partition.
-        """
-        with partition_scope(beat):
-            end = end_offset(self.app, self.inventory_topic, partition)
-            missing = await self.markers.stalled(self.inventory_topic, partition, end)
-        if missing:
-            await self._process(partition, list(missing), beat)
+    def discard(self) -> None:
+        discard(self.outbox, self.io)
 
     async def _complete(self, partition: int, events: list[Any]) -> list[Any]:
         """Both topics' events of one partition: each once, skipped ones fetched.
@@ -157,7 +143,8 @@ class PositionActor:
         for source_event in events:
             msg = source_event.message
             if msg.topic != self.inventory_topic:
-                work.deltas(msgpack.unpackb(msg.value))
+                if msg.value != HEARTBEAT:
+                    work.deltas(msgpack.unpackb(msg.value))
                 continue
             item = by_offset.get(msg.offset)
             if item is not None and isinstance(item.event, InventoryAdjusted | InventorySnapshot):
@@ -245,17 +232,11 @@ def register_position_agent(
     metrics: Metrics,
     emitter: ExceptionEmitter,
     tunables: IngestTunables,
+    ticks_topic: str,
     letters: SentLetters | None = None,
-) -> Any:
-    """Create the agent consuming inventory.events and the position deltas."""
-    source = app.topic(
-        settings.topic(INVENTORY_EVENTS),
-        deltas_topic_name(settings),
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=False,
-    )
+) -> ReaderAgent:
+    """Create the agent for inventory.events and the position deltas (read in batches by
+    an :class:`~supplyflow.agents.reader.InputReader`; its Faust agent consumes ticks)."""
     dead_letters = DeadLetters(settings, INVENTORY_EVENTS, metrics, letters)
     actor = PositionActor(
         app,
@@ -269,12 +250,30 @@ def register_position_agent(
     )
     batch_sizes = metrics.batch_size.labels(topic="positions")
 
-    async def consume(stream: Any) -> None:
-        discard(actor.outbox, actor.io)
-        async for batch in stream.take_until_idle(
-            tunables.batch_max, tunables.batch_window_s, tunables.batch_idle_s
-        ):
-            await actor.process(batch)
-            batch_sizes.observe(len(batch))
+    async def handle(batch: list[Any]) -> None:
+        await actor.process(batch)
+        batch_sizes.observe(len(batch))
 
-    return app.agent(source, name="supplyflow.positions", concurrency=1)(consume)
+    reader = InputReader(
+        settings,
+        [actor.inventory_topic, actor.deltas_topic],
+        batch_max=tunables.batch_max,
+        window_s=tunables.batch_window_s,
+        idle_s=tunables.batch_idle_s,
+    )
+    driver = ReaderAgent(
+        app,
+        reader,
+        ticks_topic=ticks_topic,
+        handle=handle,
+        markers=actor.markers_of,
+        on_tick=None,
+        on_error=actor.discard,
+    )
+    source = app.topic(ticks_topic, key_serializer="raw", value_serializer="raw")
+
+    async def consume(stream: Any) -> None:
+        await driver.run(stream, batch_window_s=tunables.batch_window_s)
+
+    app.agent(source, name="supplyflow.positions", concurrency=1)(consume)
+    return driver

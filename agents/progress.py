@@ -1,13 +1,12 @@
-"""Per-partition progress markers: skip what was processed, fetch what was skipped.
+"""Per-partition progress markers: where reading resumes, and what is a replay.
 
-Faust acknowledges, without processing, records it drops around a rebalance (a record
-fetched under the previous consumer generation is "skipped"), and the offset commit that
-follows can move past them: observed as a worker jumping from offset 25 to 27 after a
-rebalance, and the records in between never processed. An at-least-once pipeline must
-not lose them, so each agent keeps, in its own table and partition, the last offset it
-processed per source topic (written after the batch's states, so the changelog holds it
-only if it holds them). If a batch starts past ``marker + 1``, it reads the missing
-records from Kafka itself.
+Each agent keeps, in its own table and partition, the last offset it processed per
+source topic, written after the batch's states, so the changelog holds it only if it
+holds them. After a rebalance or a restart the agent's reader
+(:mod:`supplyflow.agents.reader`) resumes at ``marker + 1``. Earlier versions let Faust
+deliver the input and found it skipping records around rebalances (a worker jumping from
+offset 25 to 27, the records in between never processed); if a batch starts past
+``marker + 1``, the missing records are still read from Kafka directly.
 
 Records at or below the marker (replays) are dropped, except those at or below the
 marker the worker *found* when it first processed the partition: that marker says their
@@ -21,16 +20,8 @@ were dropped as replays, and three POs lost an event for good). Those replays ar
 again: entities and positions recognise them (event ids, offset watermarks), write their
 state again, and emit nothing new; the agents skip the dead letters of records at or
 below :meth:`ProgressMarkers.last` as it was before the batch. Replays of what this
-process applied itself (records the repair below fetched before the consumer delivered
-them) are dropped: its writes reach the changelog, or it dies and the next one re-applies.
-
-A skip at the *end* of a partition has no later record to reveal it (observed after a
-SIGKILL and restart: the consumer went past offsets 1..80 of a partition that got no
-more input, and the worker never processed them). So on every tick of a partition,
-:meth:`ProgressMarkers.stalled` compares the marker with the partition's end offset: if
-records exist past the marker and the marker has not moved since the previous tick, they
-are fetched directly too. Fetching records that were merely late is harmless: when the
-consumer delivers them after all, they are at or below the marker and dropped.
+process applied itself are dropped: its writes reach the changelog, or it dies and the
+next one re-applies.
 """
 
 from __future__ import annotations
@@ -54,9 +45,6 @@ _MARKER_PREFIX: Final = "\x00offset:"
 _FETCH_TIMEOUT_MS: Final = 1000
 _MAX_IDLE_FETCHES: Final = 10
 _FETCH_BYTES: Final = 8 * 1024 * 1024
-#: Most records one stall repair fetches (the next tick continues from there).
-REPAIR_MAX: Final = 5000
-_UNSEEN: Final = -2
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +82,6 @@ class ProgressMarkers:
         self.table = table
         #: the settings (or a bare host:port list) the gap-filling consumer connects with
         self.kafka = kafka
-        #: (topic, partition) -> the marker seen at the previous stall check
-        self._checked: dict[tuple[str, int], int | None] = {}
         #: (topic, partition) -> the marker found when this process first completed a batch
         #: of it: up to there, a previous process may have died with state unsent
         self._found: dict[tuple[str, int], int | None] = {}
@@ -135,32 +121,6 @@ class ProgressMarkers:
                 found,
             )
         return replays + (await self._fill(topic, partition, last, fresh) if fresh else [])
-
-    async def stalled(self, topic: str, partition: int, end: int | None) -> list[GapEvent]:
-        """The records after the marker, if progress stalled with records left in Kafka.
-
-        Call on every tick of ``partition``, in its scope; ``end`` is the offset Kafka
-        gives the next record of the partition (None: unknown yet). Returns nothing unless
-        the marker is where it was at the previous check and records remain past it.
-        """
-        last = self.last(topic)
-        previous = self._checked.get((topic, partition), _UNSEEN)
-        self._checked[(topic, partition)] = last
-        start = 0 if last is None else last + 1
-        if end is None or start >= end or previous != last:
-            return []
-        missing = await self._fetch(topic, partition, start, min(end, start + REPAIR_MAX))
-        if missing:
-            log.warning(
-                "%s[%d]: records %d..%d were not delivered by the consumer; fetched %d of "
-                "them directly and processed them in order",
-                topic,
-                partition,
-                start,
-                missing[-1].message.offset,
-                len(missing),
-            )
-        return missing
 
     def record_all(self, topic: str, events: Sequence[Any]) -> None:
         """Mark the highest offset among ``events`` (of one partition) as processed.

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, NoReturn
@@ -28,7 +28,8 @@ from supplyflow.agents.ingest import (
     owned_partitions,
     register_input_agent,
 )
-from supplyflow.agents.positions import HEARTBEAT, register_position_agent
+from supplyflow.agents.positions import register_position_agent
+from supplyflow.agents.reader import InputReader
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import faust_patches
 from supplyflow.app.batch_io import Outbox, TableIO
@@ -217,7 +218,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         settings.batch_window.total_seconds(),
         settings.batch_idle.total_seconds(),
     )
-    for topic, actor in actors.items():
+    readers = [
         register_input_agent(
             app,
             settings,
@@ -226,20 +227,25 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             metrics=metrics,
             io=actor.io,
             outbox=actor.outbox,
+            ticks_topic=ticks,
             letters=letters,
-            ticks=(ticks, actor.tick),
+            on_tick=actor.tick,
             tunables=tunables,
-        )
-    register_position_agent(
+        ).reader
+        for topic, actor in actors.items()
+    ]
+    positions = register_position_agent(
         app,
         settings,
         io=ios["position"],
         metrics=metrics,
         emitter=emitter,
         tunables=tunables,
+        ticks_topic=ticks,
         letters=letters,
     )
-    register_ticker(app, ticks, deltas)
+    readers.append(positions.reader)
+    register_ticker(app, ticks)
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """A revoked partition's exception and dead-letter tails must be read again if it
@@ -251,7 +257,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     app.on_partitions_revoked.connect(forget_revoked)
 
     def ensure_index() -> None:
-        owned = owned_partitions(app, settings.topic(PO_EVENTS))
+        owned = owned_partitions(app, ticks)
         open_index.ensure(
             owned, (("po", tables.po), ("order", tables.order), ("position", tables.position))
         )
@@ -267,6 +273,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         tables=tables,
         actors=actors.values(),
         open_counts=open_counts,
+        readers=readers,
     )
     metrics.registry.register(WorkerCollector(probes, RULES))
     register_views(app, metrics, tables, open_index, ensure_index, api_token=settings.api_token)
@@ -281,20 +288,23 @@ def _probes(
     tables: StateTables,
     actors: Iterable[EntityActor],
     open_counts: Callable[[], dict[str, int]],
+    readers: Sequence[InputReader],
 ) -> StateProbes:
     """Scrape-time readings of the worker's state."""
     inputs = {settings.topic(t): t for t in (PO_EVENTS, ORDER_EVENTS, INVENTORY_EVENTS)}
 
     def lag() -> dict[tuple[str, int], tuple[int, int]]:
         out = {}
-        for tp in app.consumer.assignment():
-            topic = inputs.get(tp.topic)
-            position = metrics.next_offsets.get((topic, tp.partition)) if topic else None
-            if topic is None or position is None:
-                continue
-            highwater = app.consumer.highwater(tp)
-            if highwater is not None and highwater >= 0:
-                out[(topic, tp.partition)] = (int(highwater), position)
+        for reader in readers:
+            for full_name in reader.topics:
+                topic = inputs.get(full_name)
+                if topic is None:
+                    continue  # the internal deltas topic
+                for partition in reader.active:
+                    position = metrics.next_offsets.get((topic, partition))
+                    highwater = reader.highwater(full_name, partition)
+                    if position is not None and highwater is not None and highwater >= 0:
+                        out[(topic, partition)] = (highwater, position)
         return out
 
     def disk_bytes() -> int:
@@ -334,17 +344,15 @@ def rules_from(settings: Settings) -> Rules:
     )
 
 
-def register_ticker(app: Any, ticks: str, deltas: Any) -> None:
-    """Every :data:`TICK_INTERVAL_S`, a tick to each ticks partition owned here, and a
-    heartbeat to each deltas partition owned here (see ``agents.positions``)."""
+def register_ticker(app: Any, ticks: str) -> None:
+    """Every :data:`TICK_INTERVAL_S`, a tick to each ticks partition owned here (it
+    activates the partition's input readers and fires its deadlines)."""
     topic = app.topic(ticks, key_serializer="raw", value_serializer="raw")
 
     @app.timer(TICK_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust ships no types
     async def tick() -> None:
         for partition in sorted(owned_partitions(app, ticks)):
             await topic.send(key=None, value=b"", partition=partition)
-        for partition in sorted(owned_partitions(app, deltas.get_topic_name())):
-            await deltas.send(key=None, value=HEARTBEAT, partition=partition)
 
 
 def run_worker(settings: Settings) -> NoReturn:

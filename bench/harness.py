@@ -320,8 +320,8 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
 async def edge_timestamps(bootstrap: str, topics: Iterable[str]) -> tuple[int | None, int | None]:
     """Timestamps (ms) of the first and the last record over all partitions of ``topics``.
 
-    The first skips the heartbeats workers append to the deltas topic; ``last`` is meant for
-    output topics, which carry none.
+    The first skips heartbeats in the deltas topic (which workers of earlier versions
+    appended); ``last`` is meant for output topics, which carry none.
     """
     consumer = _consumer(bootstrap)
     await consumer.start()
@@ -338,7 +338,7 @@ async def edge_timestamps(bootstrap: str, topics: Iterable[str]) -> tuple[int | 
             consumer.seek(tp, starts[tp])
             record = await consumer.getone(tp)
             while record.value == HEARTBEAT and record.offset < ends[tp] - 1:
-                record = await consumer.getone(tp)  # workers' heartbeats are not work
+                record = await consumer.getone(tp)  # heartbeats are not work
             if record.value != HEARTBEAT:
                 first = record.timestamp if first is None else min(first, record.timestamp)
             consumer.seek(tp, ends[tp] - 1)
@@ -383,7 +383,7 @@ def wait_drained(
     A poll the workers do not answer within :data:`SCRAPE_TIMEOUT_S` counts as not done yet.
     """
     deadline = time.monotonic() + timeout
-    # Outputs only: the deltas topic never goes quiet (each worker appends heartbeats).
+    # Outputs only: what users see (the deltas topic is internal).
     topics = list(deployment.outputs)
     done = 0
     while time.monotonic() < deadline:

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from supplyflow.agents.entities import EntityActor
-from supplyflow.agents.ingest import register_input_agent
+from supplyflow.agents.ingest import InputAgent
 from supplyflow.agents.progress import GapEvent, GapMessage, marker_key
 from supplyflow.app.metrics import Metrics
 from supplyflow.app.settings import Settings
@@ -124,16 +124,6 @@ class FakeOutbox:
         return [r for r in self.sent if r["topic"] == name]
 
 
-class FakeApp:
-    """The parts of a Faust app that ``register_input_agent`` uses."""
-
-    def topic(self, *names: str, **options: Any) -> Any:
-        return names[0]
-
-    def agent(self, source: Any, **options: Any) -> Callable[[Any], Any]:
-        return lambda consume: consume
-
-
 class FakeEmitter:
     async def send(self, partition: int, transitions: list[Transition], outbox: Any) -> None:
         return None
@@ -196,8 +186,7 @@ def _worker(table: CrashTable, outbox: FakeOutbox) -> Callable[[Stream], Any]:
         partitions=SETTINGS.partitions,
         metrics=Metrics(CollectorRegistry(), app_id="t", version="0"),
     )
-    consume: Callable[[Stream], Any] = register_input_agent(
-        FakeApp(),
+    agent = InputAgent(
         SETTINGS,
         topic=PO_EVENTS,
         handler=actor,
@@ -205,6 +194,13 @@ def _worker(table: CrashTable, outbox: FakeOutbox) -> Callable[[Stream], Any]:
         io=table,  # type: ignore[arg-type]
         outbox=outbox,  # type: ignore[arg-type]
     )
+
+    async def consume(stream: Stream) -> None:
+        """As the reader drives the agent: a fresh start drops what was queued."""
+        agent.discard()
+        async for batch in stream.take_until_idle(0, 0, 0):
+            await agent.process_batch(batch)
+
     return consume
 
 

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 from supplyflow.agents.progress import (
-    REPAIR_MAX,
     GapEvent,
     GapMessage,
     ProgressMarkers,
@@ -106,44 +105,9 @@ def test_a_fresh_partition_fetches_everything_before_its_first_record() -> None:
     assert _merge(markers, [_event(INV, 2)]) == [(INV, 0), (INV, 1), (INV, 2)]
 
 
-def _stalled(markers: FakeMarkers, end: int | None) -> list[tuple[str, int]]:
-    return _order(asyncio.run(markers.stalled(INV, 3, end)))
-
-
-def test_a_stalled_tail_is_fetched_on_the_second_check_without_progress() -> None:
-    markers = FakeMarkers({})
-    markers.record(INV, 0)
-    assert _stalled(markers, 81) == []  # first look: maybe the consumer is just behind
-    assert _stalled(markers, 81) == [(INV, o) for o in range(1, 81)]
-    assert markers.fetched == [(INV, 1, 81)]
-
-
-def test_no_repair_while_progress_is_made_or_nothing_is_left() -> None:
-    markers = FakeMarkers({})
-    markers.record(INV, 10)
-    assert _stalled(markers, 50) == []
-    markers.record(INV, 30)  # the consumer delivered meanwhile
-    assert _stalled(markers, 50) == []
-    markers.record(INV, 49)
-    assert _stalled(markers, 50) == []
-    assert _stalled(markers, 50) == []  # up to date: nothing to fetch
-    assert _stalled(markers, None) == []  # end unknown
-    assert markers.fetched == []
-
-
-def test_a_repair_is_bounded_and_continues_on_later_ticks() -> None:
-    markers = FakeMarkers({})
-    assert _stalled(markers, 20_000) == []
-    first = _stalled(markers, 20_000)
-    assert first == [(INV, o) for o in range(REPAIR_MAX)]
-    markers.record_all(INV, [_event(INV, o) for _, o in first])
-    assert _stalled(markers, 20_000) == []  # the marker moved: wait a tick
-    assert _stalled(markers, 20_000)[0] == (INV, REPAIR_MAX)
-
-
 def test_a_fetched_record_can_scope_table_access() -> None:
-    """Faust keeps its current event by weak reference: a fetched record must allow one
-    (found by the SIGKILL test: the repair of a stalled partition crashed the agent)."""
+    """Faust keeps its current event by weak reference: a record read directly must allow
+    one (found by the SIGKILL test: the repair of a stalled partition crashed the agent)."""
     from supplyflow.app.faust_patches import partition_scope
 
     with partition_scope(_event(INV, 5)):

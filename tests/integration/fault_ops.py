@@ -15,6 +15,7 @@ from typing import Final
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from supplyflow.agents.reader import input_group
 from supplyflow.app import local_kafka
 from supplyflow.app.produce import produce_records
 from supplyflow.app.sample import SampleRecord
@@ -81,7 +82,7 @@ async def _committed(settings: Settings) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+        offsets = await admin.list_consumer_group_offsets(input_group(settings))
     finally:
         await admin.close()
     names = {settings.topic(t) for t in INPUT_TOPICS}
@@ -89,7 +90,7 @@ async def _committed(settings: Settings) -> int:
 
 
 def committed_input(settings: Settings) -> int:
-    """Input records the worker group has committed (a lower bound of what it processed)."""
+    """Input records the workers have committed (a lower bound of what they processed)."""
     return asyncio.run(_committed(settings))
 
 

@@ -1,0 +1,201 @@
+"""The input reader against a fake consumer: where it reads, and that nothing is skipped
+when the assignment changes, a rebalance starts or a batch fails."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from supplyflow.agents.progress import GapEvent
+from supplyflow.agents.reader import InputReader, read_batches
+from supplyflow.app.settings import Settings
+
+SETTINGS = Settings(bootstrap="127.0.0.1:1", topic_prefix="t.", app_id="t")
+TOPIC = "t.po.events"
+
+
+@dataclass
+class Record:
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    timestamp: int
+
+
+class FakeConsumer:
+    """A consumer over fixed partition logs, with aiokafka's assign/seek/getmany rules:
+    ``assign`` forgets every position, ``getmany`` advances the positions it returns."""
+
+    def __init__(self, logs: dict[TopicPartition, int], *, start: int = 0) -> None:
+        self.logs = {
+            tp: [Record(o, b"k", f"{tp.partition}:{o}".encode(), [], 1000 + o) for o in range(n)]
+            for tp, n in logs.items()
+        }
+        self.start_offset = start
+        self.assigned: set[TopicPartition] = set()
+        self.position: dict[TopicPartition, int] = {}
+        self.committed: dict[TopicPartition, int] = {}
+        #: called at the start of the next getmany (then cleared)
+        self.during_fetch: Callable[[], Any] | None = None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.assigned = set(tps)
+        self.position = {}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        assert tp in self.assigned
+        self.position[tp] = offset
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, self.start_offset)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.logs[tp])
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, Any]:
+        hook, self.during_fetch = self.during_fetch, None
+        out: dict[TopicPartition, list[Record]] = {}
+        for tp in sorted(self.assigned):
+            at = self.position.get(tp, 0)
+            records = self.logs[tp][at : at + max_records - sum(map(len, out.values()))]
+            if records:
+                out[tp] = records
+        if hook is not None:  # as seen with aiokafka: what it fetched before still comes
+            await hook()
+        for tp, records in out.items():
+            self.position[tp] = records[-1].offset + 1
+        return out
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.committed.update({tp: meta.offset for tp, meta in offsets.items()})
+
+
+def _reader(consumer: FakeConsumer, batch_max: int = 100) -> InputReader:
+    return InputReader(
+        SETTINGS,
+        [TOPIC],
+        batch_max=batch_max,
+        window_s=0.001,
+        idle_s=0.0,
+        new_consumer=lambda: consumer,  # the fake
+    )
+
+
+def _offsets(events: list[GapEvent]) -> list[tuple[int, int]]:
+    return [(e.message.partition, e.message.offset) for e in events]
+
+
+def test_reading_starts_after_the_marker_or_at_the_start_of_the_log() -> None:
+    async def run() -> list[tuple[int, int]]:
+        consumer = FakeConsumer({TopicPartition(TOPIC, 0): 5, TopicPartition(TOPIC, 1): 3})
+        reader = _reader(consumer)
+        await reader.start()
+        await reader.activate(0, {TOPIC: 2})  # offsets 0..2 processed
+        await reader.activate(1, {TOPIC: None})  # nothing processed yet
+        _, events = await reader.next_batch()
+        assert events[0].message.value == b"0:3"
+        assert events[0].message.timestamp == 1.003
+        return _offsets(events)
+
+    assert asyncio.run(run()) == [(0, 3), (0, 4), (1, 0), (1, 1), (1, 2)]
+
+
+def test_records_fetched_while_a_partition_is_activated_are_read_again() -> None:
+    """The consumer moved past the records of the dropped fetch: the reader seeks back."""
+
+    async def run() -> list[tuple[int, int]]:
+        consumer = FakeConsumer({TopicPartition(TOPIC, 0): 4, TopicPartition(TOPIC, 1): 2})
+        reader = _reader(consumer)
+        await reader.start()
+        await reader.activate(0, {TOPIC: None})
+        consumer.during_fetch = lambda: reader.activate(1, {TOPIC: None})
+        version, dropped = await reader.next_batch()
+        assert dropped == []
+        assert reader.version != version
+        _, events = await reader.next_batch()
+        return _offsets(events)
+
+    assert asyncio.run(run()) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1)]
+
+
+class FakeApp:
+    rebalancing = False
+
+
+def _nothing() -> None:
+    return None
+
+
+def test_a_failed_batch_is_dropped_and_read_again_from_the_markers() -> None:
+    async def run() -> tuple[list[list[tuple[int, int]]], int]:
+        consumer = FakeConsumer({TopicPartition(TOPIC, 0): 3})
+        reader = _reader(consumer)
+        await reader.start()
+        await reader.activate(0, {TOPIC: None})
+        handled: list[list[tuple[int, int]]] = []
+        failed = asyncio.Event()
+        stopping = asyncio.Event()
+
+        async def handle(events: list[GapEvent]) -> None:
+            handled.append(_offsets(events))
+            if len(handled) == 1:
+                raise RuntimeError("a bug in a domain function")
+            stopping.set()
+
+        def on_error() -> None:
+            failed.set()
+
+        task = asyncio.create_task(
+            read_batches(
+                FakeApp(), reader, asyncio.Lock(), handle, on_error=on_error, stopping=stopping
+            )
+        )
+        await asyncio.wait_for(failed.wait(), 5)
+        assert reader.active == frozenset()  # every partition waits for its next tick
+        await reader.activate(0, {TOPIC: None})  # the tick: nothing was marked done
+        await asyncio.wait_for(task, 5)
+        await reader.commit()
+        return handled, consumer.committed[TopicPartition(TOPIC, 0)]
+
+    handled, committed = asyncio.run(run())
+    assert handled == [[(0, 0), (0, 1), (0, 2)]] * 2
+    assert committed == 3
+
+
+def test_a_batch_read_as_a_rebalance_starts_is_held_back_and_read_again() -> None:
+    async def run() -> list[list[tuple[int, int]]]:
+        consumer = FakeConsumer({TopicPartition(TOPIC, 0): 2})
+        reader = _reader(consumer)
+        await reader.start()
+        await reader.activate(0, {TOPIC: None})
+        app = FakeApp()
+        app.rebalancing = True
+        handled: list[list[tuple[int, int]]] = []
+        stopping = asyncio.Event()
+
+        async def handle(events: list[GapEvent]) -> None:
+            handled.append(_offsets(events))
+            stopping.set()
+
+        task = asyncio.create_task(
+            read_batches(app, reader, asyncio.Lock(), handle, on_error=_nothing, stopping=stopping)
+        )
+        await asyncio.sleep(0.05)
+        assert handled == []
+        assert consumer.position[TopicPartition(TOPIC, 0)] == 0  # rewound
+        app.rebalancing = False  # (no partition moved: the reader goes on)
+        await asyncio.wait_for(task, 5)
+        return handled
+
+    assert asyncio.run(run()) == [[(0, 0), (0, 1)]]
