@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -351,11 +352,13 @@ class InputAgent:
         accepted, rejected = decode_batch(topic, batch, max_bytes=self.max_bytes)
         if accepted:
             results = await self.handler(accepted)
+            tally: Counter[tuple[str, str]] = Counter()
             for item, result in zip(accepted, results, strict=True):
                 if isinstance(result, DecodeError):
                     rejected.append(rejected_from(item, result))
                 elif not replayed(item.partition, item.offset, floors):
-                    metrics.events.labels(topic=topic, type=item.event.type, outcome=result).inc()
+                    tally[(item.event.type, result)] += 1
+            metrics.count_events(topic, tally)
         await self.dead_letters.add(self.outbox, rejected, floors)
         await self.outbox.flush()
         for partition, completed in groups.items():

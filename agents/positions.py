@@ -15,6 +15,7 @@ partition twice a second; such records are still skipped.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -140,6 +141,7 @@ class PositionActor:
         inventory = [e for e in events if e.message.topic == self.inventory_topic]
         accepted, rejected = decode_batch(INVENTORY_EVENTS, inventory, max_bytes=self.max_bytes)
         by_offset = {a.offset: a for a in accepted}
+        tally: Counter[tuple[str, str]] = Counter()
         for source_event in events:
             msg = source_event.message
             if msg.topic != self.inventory_topic:
@@ -150,9 +152,8 @@ class PositionActor:
             if item is not None and isinstance(item.event, InventoryAdjusted | InventorySnapshot):
                 outcome = work.inventory(item.event, item.offset)
                 if not replayed(partition, item.offset, floors):
-                    self.metrics.events.labels(
-                        topic=INVENTORY_EVENTS, type=item.event.type, outcome=outcome
-                    ).inc()
+                    tally[(item.event.type, outcome)] += 1
+        self.metrics.count_events(INVENTORY_EVENTS, tally)
         work.check_overallocation(await self.emitter.unresolved(partition))
         await self.dead_letters.add(self.outbox, rejected, floors)
         await self.emitter.send(partition, work.transitions, self.outbox)

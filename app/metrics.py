@@ -134,6 +134,12 @@ class Metrics:
         #: (topic, partition) -> next offset to process, for the lag gauge
         self.next_offsets: dict[tuple[str, int], int] = {}
 
+    def count_events(self, topic: str, tally: Mapping[tuple[str, str], int]) -> None:
+        """Add a batch's outcomes, ``(type, outcome) -> records``, to ``supplyflow_events``
+        (one label lookup per pair, not per record)."""
+        for (type_, outcome), n in tally.items():
+            self.events.labels(topic=topic, type=type_, outcome=outcome).inc(n)
+
     def note_processed(self, topic: str, partition: int, offset: int) -> None:
         self.processed_offset.labels(topic=topic, partition=str(partition)).set(offset)
         self.next_offsets[(topic, partition)] = offset + 1
