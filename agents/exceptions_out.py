@@ -27,7 +27,7 @@ from supplyflow.app.topics import EXCEPTIONS
 from supplyflow.tables.exceptions import ExceptionBook, Transition
 from supplyflow.tables.order import OrderState
 from supplyflow.tables.po import PoState
-from supplyflow.tables.position import PositionState
+from supplyflow.tables.position import OVERALLOCATION, PositionState
 
 __all__ = ["ExceptionEmitter", "OpenExceptions", "book_from_wire"]
 
@@ -44,7 +44,9 @@ class ExceptionEmitter:
         self.settings = settings
         self.metrics = metrics
         self.topic_name = settings.topic(EXCEPTIONS)
-        #: partition -> (exception_id, status) written -> for an open, its record
+        #: partition -> (exception_id, status) written -> for an ``OVERALLOCATION`` open,
+        #: its record (what :meth:`unresolved` looks up; other records are not kept: at a
+        #: million positions hundreds of thousands are open)
         self._written: dict[int, dict[tuple[str, str], dict[str, Any] | None]] = {}
 
     def forget(self, partitions: Sequence[int]) -> None:
@@ -58,15 +60,15 @@ class ExceptionEmitter:
         def each(message: Any) -> None:
             body = orjson.loads(message.value)
             status = body["status"]
-            written[(body["exception_id"], status)] = body if status == "open" else None
+            written[(body["exception_id"], status)] = body if _kept(body) else None
 
         await read_tail(self.settings, self.topic_name, partition, each)
         log.info("read back %d exception transitions of partition %d", len(written), partition)
         return written
 
     async def unresolved(self, partition: int) -> Callable[[str], dict[str, Any] | None]:
-        """Looks up, in what ``exceptions`` holds for ``partition``, an exception opened and
-        not resolved: its ``open`` record, or None."""
+        """Looks up, in what ``exceptions`` holds for ``partition``, an ``OVERALLOCATION``
+        opened and not resolved: its ``open`` record, or None."""
         written = self._written.get(partition)
         if written is None:
             written = self._written[partition] = await self._load(partition)
@@ -89,15 +91,16 @@ class ExceptionEmitter:
             key = (transition.exception_id, transition.status)
             if key in written:
                 continue
-            written[key] = transition.record() if transition.status == "open" else None
-            self.index.apply(partition, transition)
+            record = transition.record()
+            written[key] = record if _kept(record) else None
+            self.index.apply(partition, transition, record)
             if len(written) > READ_BACK_RECORDS:
                 del written[next(iter(written))]
             outbox.add(
                 self.topic_name,
                 partition,
                 transition.entity_id.encode(),
-                orjson.dumps(transition.record()),
+                orjson.dumps(record),
             )
             counter = (
                 self.metrics.exceptions_opened
@@ -105,6 +108,11 @@ class ExceptionEmitter:
                 else self.metrics.exceptions_resolved
             )
             counter.labels(rule=transition.rule).inc()
+
+
+def _kept(record: dict[str, Any]) -> bool:
+    """Whether the emitter keeps a written record (see ``ExceptionEmitter._written``)."""
+    return bool(record["status"] == "open" and record["rule"] == OVERALLOCATION)
 
 
 def book_from_wire(entity_type: str, wire: list[Any]) -> ExceptionBook:
@@ -123,19 +131,24 @@ class OpenExceptions:
     """Open exceptions of the partitions owned here, by partition, kept current.
 
     Rebuilt from local state (one pass over the tables) when the owned partitions
-    change; updated by :class:`ExceptionEmitter` for every transition it writes.
+    change; updated by :class:`ExceptionEmitter` for every transition it writes. Records
+    are kept as their JSON bytes (about a quarter of the memory of the dicts: hundreds
+    of thousands are open at a million positions) and counted per rule as they change,
+    so a metrics scrape does not walk them.
     """
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
-        self._by_partition: dict[int, dict[str, dict[str, Any]]] = {}
+        #: partition -> exception_id -> (rule, the record as JSON)
+        self._by_partition: dict[int, dict[str, tuple[str, bytes]]] = {}
+        self._counts: dict[str, int] = {}
         self._owned: frozenset[int] | None = None
 
     def ensure(self, owned: frozenset[int], tables: Sequence[tuple[str, Any]]) -> None:
         """Rebuild from ``tables`` ((entity_type, table), ...) if ``owned`` changed."""
         if owned == self._owned:
             return
-        index: dict[int, dict[str, dict[str, Any]]] = {p: {} for p in owned}
+        index: dict[int, dict[str, tuple[str, bytes]]] = {p: {} for p in owned}
         for entity_type, table in tables:
             for key, wire in table.items():
                 if is_marker(key):
@@ -144,24 +157,36 @@ class OpenExceptions:
                 if bucket is None:
                     continue
                 for record in book_from_wire(entity_type, wire).open_ones():
-                    bucket[record["exception_id"]] = record
+                    bucket[record["exception_id"]] = (record["rule"], orjson.dumps(record))
+        counts: dict[str, int] = {}
+        for bucket in index.values():
+            for rule, _ in bucket.values():
+                counts[rule] = counts.get(rule, 0) + 1
         self._by_partition = index
+        self._counts = counts
         self._owned = owned
 
-    def apply(self, partition: int, transition: Transition) -> None:
+    def apply(
+        self, partition: int, transition: Transition, record: dict[str, Any] | None = None
+    ) -> None:
+        """Take in a written transition (``record``: its record, if already built)."""
         bucket = self._by_partition.get(partition)
         if bucket is None:
             return
+        old = bucket.pop(transition.exception_id, None)
+        if old is not None:
+            self._counts[old[0]] -= 1
         if transition.status == "open":
-            bucket[transition.exception_id] = transition.record()
-        else:
-            bucket.pop(transition.exception_id, None)
+            body = record if record is not None else transition.record()
+            bucket[transition.exception_id] = (transition.rule, orjson.dumps(body))
+            self._counts[transition.rule] = self._counts.get(transition.rule, 0) + 1
 
     def records(self) -> list[dict[str, Any]]:
-        return [r for bucket in self._by_partition.values() for r in bucket.values()]
+        return [
+            orjson.loads(raw)
+            for bucket in self._by_partition.values()
+            for _, raw in bucket.values()
+        ]
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for record in self.records():
-            counts[record["rule"]] = counts.get(record["rule"], 0) + 1
-        return counts
+        return {rule: n for rule, n in self._counts.items() if n}

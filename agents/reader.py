@@ -134,7 +134,7 @@ class InputReader:
         if self._consumer is not None:
             self._consumer.assign([])
 
-    async def activate(self, partition: int, markers: Mapping[str, int | None]) -> None:
+    def activate(self, partition: int, markers: Mapping[str, int | None]) -> None:
         """Read ``partition`` from the record after each topic's marker (None: from the
         start of the log)."""
         consumer = self._started()
@@ -144,10 +144,10 @@ class InputReader:
         consumer.assign([*self._next, *new])
         for tp in new:
             marker = markers.get(tp.topic)
-            if marker is None:
-                self._next[tp] = (await consumer.beginning_offsets([tp]))[tp]
-            else:
-                self._next[tp] = marker + 1
+            # Never processed: offset 0, or the oldest record retention kept (the consumer
+            # resets to it on its first fetch). No request here: activation holds the
+            # agent's lock, which a stop or a rebalance waits for.
+            self._next[tp] = 0 if marker is None else marker + 1
             log.info("reading %s[%d] from offset %d", tp.topic, partition, self._next[tp])
         self.rewind()
 
@@ -353,7 +353,7 @@ class ReaderAgent:
                 if partition not in owned:
                     continue
                 if partition not in self.reader.active:
-                    await self.reader.activate(partition, self.markers(tick))
+                    self.reader.activate(partition, self.markers(tick))
                 if self.on_tick is not None:
                     await self.on_tick(partition, tick, owned)
 

@@ -57,9 +57,6 @@ class FakeConsumer:
         assert tp in self.assigned
         self.position[tp] = offset
 
-    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return dict.fromkeys(tps, self.start_offset)
-
     def highwater(self, tp: TopicPartition) -> int:
         return len(self.logs[tp])
 
@@ -67,12 +64,13 @@ class FakeConsumer:
         hook, self.during_fetch = self.during_fetch, None
         out: dict[TopicPartition, list[Record]] = {}
         for tp in sorted(self.assigned):
-            at = self.position.get(tp, 0)
+            # (before the oldest record kept: reset to it, as auto_offset_reset="earliest")
+            at = max(self.position.get(tp, 0), self.start_offset)
             records = self.logs[tp][at : at + max_records - sum(map(len, out.values()))]
             if records:
                 out[tp] = records
         if hook is not None:  # as seen with aiokafka: what it fetched before still comes
-            await hook()
+            hook()
         for tp, records in out.items():
             self.position[tp] = records[-1].offset + 1
         return out
@@ -101,14 +99,30 @@ def test_reading_starts_after_the_marker_or_at_the_start_of_the_log() -> None:
         consumer = FakeConsumer({TopicPartition(TOPIC, 0): 5, TopicPartition(TOPIC, 1): 3})
         reader = _reader(consumer)
         await reader.start()
-        await reader.activate(0, {TOPIC: 2})  # offsets 0..2 processed
-        await reader.activate(1, {TOPIC: None})  # nothing processed yet
+        reader.activate(0, {TOPIC: 2})  # offsets 0..2 processed
+        reader.activate(1, {TOPIC: None})  # nothing processed yet
         _, events = await reader.next_batch()
         assert events[0].message.value == b"0:3"
         assert events[0].message.timestamp == 1.003
         return _offsets(events)
 
     assert asyncio.run(run()) == [(0, 3), (0, 4), (1, 0), (1, 1), (1, 2)]
+
+
+def test_a_partition_never_processed_starts_at_the_oldest_record_kept() -> None:
+    async def run() -> list[tuple[int, int]]:
+        consumer = FakeConsumer({TopicPartition(TOPIC, 0): 6}, start=4)  # 0..3 deleted
+        reader = _reader(consumer)
+        await reader.start()
+        reader.activate(0, {TOPIC: None})
+        _, events = await reader.next_batch()
+        reader.accept(events)
+        reader.rewind()  # (as after another partition's activation)
+        _, again = await reader.next_batch()
+        assert again == []
+        return _offsets(events)
+
+    assert asyncio.run(run()) == [(0, 4), (0, 5)]
 
 
 def test_records_fetched_while_a_partition_is_activated_are_read_again() -> None:
@@ -118,7 +132,7 @@ def test_records_fetched_while_a_partition_is_activated_are_read_again() -> None
         consumer = FakeConsumer({TopicPartition(TOPIC, 0): 4, TopicPartition(TOPIC, 1): 2})
         reader = _reader(consumer)
         await reader.start()
-        await reader.activate(0, {TOPIC: None})
+        reader.activate(0, {TOPIC: None})
         consumer.during_fetch = lambda: reader.activate(1, {TOPIC: None})
         version, dropped = await reader.next_batch()
         assert dropped == []
@@ -142,7 +156,7 @@ def test_a_failed_batch_is_dropped_and_read_again_from_the_markers() -> None:
         consumer = FakeConsumer({TopicPartition(TOPIC, 0): 3})
         reader = _reader(consumer)
         await reader.start()
-        await reader.activate(0, {TOPIC: None})
+        reader.activate(0, {TOPIC: None})
         handled: list[list[tuple[int, int]]] = []
         failed = asyncio.Event()
         stopping = asyncio.Event()
@@ -163,7 +177,7 @@ def test_a_failed_batch_is_dropped_and_read_again_from_the_markers() -> None:
         )
         await asyncio.wait_for(failed.wait(), 5)
         assert reader.active == frozenset()  # every partition waits for its next tick
-        await reader.activate(0, {TOPIC: None})  # the tick: nothing was marked done
+        reader.activate(0, {TOPIC: None})  # the tick: nothing was marked done
         await asyncio.wait_for(task, 5)
         await reader.commit()
         return handled, consumer.committed[TopicPartition(TOPIC, 0)]
@@ -178,7 +192,7 @@ def test_a_batch_read_as_a_rebalance_starts_is_held_back_and_read_again() -> Non
         consumer = FakeConsumer({TopicPartition(TOPIC, 0): 2})
         reader = _reader(consumer)
         await reader.start()
-        await reader.activate(0, {TOPIC: None})
+        reader.activate(0, {TOPIC: None})
         app = FakeApp()
         app.rebalancing = True
         handled: list[list[tuple[int, int]]] = []
