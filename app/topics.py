@@ -94,6 +94,16 @@ def changelog_topic_name(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
+#: Changelogs are compacted, but Kafka compacts only closed segments, and its default
+#: segment (1 GiB, rolled after 7 days) keeps every write of a busy table in the open one:
+#: a rebuild then reads each key's whole history. Smaller segments, rolled at least hourly,
+#: let the log cleaner keep a changelog near one record per key.
+_CHANGELOG_CONFIG: Final = {
+    "cleanup.policy": "compact",
+    "segment.bytes": str(32 * 1024 * 1024),
+    "segment.ms": str(3_600_000),
+}
+
 #: Ticks are worthless after a moment; keep an hour for debugging.
 _TICKS_RETENTION_MS: Final = 3_600_000
 
@@ -114,7 +124,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # creation is visible in the metadata crashed with PartitionsMismatch ("0
         # partitions") and never processed again.
         *(
-            TopicSpec(changelog_topic_name(settings, t), n, {"cleanup.policy": "compact"}, True)
+            TopicSpec(changelog_topic_name(settings, t), n, dict(_CHANGELOG_CONFIG), True)
             for t in STATE_TABLES
         ),
         *(TopicSpec(settings.topic(name), n, dict(inputs)) for name in INPUT_TOPICS),
