@@ -75,7 +75,9 @@ class InputReader:
         window_s: float,
         idle_s: float,
         new_consumer: Callable[[], AIOKafkaConsumer] | None = None,
+        commit_every_s: float = _COMMIT_EVERY_S,
     ) -> None:
+        self.commit_every_s = commit_every_s
         self.settings = settings
         #: builds the (unstarted) consumer; the default connects as the settings say
         self.new_consumer = new_consumer or self._default_consumer
@@ -231,7 +233,7 @@ class InputReader:
 
     async def _commit(self, consumer: AIOKafkaConsumer, *, force: bool) -> None:
         now = time.monotonic()
-        if not force and now - self._last_commit < _COMMIT_EVERY_S:
+        if not force and now - self._last_commit < self.commit_every_s:
             return
         self._last_commit = now
         due = {tp: offset for tp, offset in self._next.items() if self._committed.get(tp) != offset}
@@ -268,6 +270,7 @@ async def read_batches(
     while not stopping.is_set():
         version, events = await reader.next_batch()
         if not events:
+            await reader.commit()  # the last batch's offsets, once the input went quiet
             continue
         async with lock:
             if reader.version != version:

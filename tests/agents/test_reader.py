@@ -73,13 +73,15 @@ class FakeConsumer:
             hook()
         for tp, records in out.items():
             self.position[tp] = records[-1].offset + 1
+        if not out:  # as aiokafka: wait for records up to the timeout
+            await asyncio.sleep(timeout_ms / 1000)
         return out
 
     async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         self.committed.update({tp: meta.offset for tp, meta in offsets.items()})
 
 
-def _reader(consumer: FakeConsumer, batch_max: int = 100) -> InputReader:
+def _reader(consumer: FakeConsumer, batch_max: int = 100, commit_s: float = 1.0) -> InputReader:
     return InputReader(
         SETTINGS,
         [TOPIC],
@@ -87,6 +89,7 @@ def _reader(consumer: FakeConsumer, batch_max: int = 100) -> InputReader:
         window_s=0.001,
         idle_s=0.0,
         new_consumer=lambda: consumer,  # the fake
+        commit_every_s=commit_s,
     )
 
 
@@ -213,3 +216,36 @@ def test_a_batch_read_as_a_rebalance_starts_is_held_back_and_read_again() -> Non
         return handled
 
     assert asyncio.run(run()) == [[(0, 0), (0, 1)]]
+
+
+def test_the_last_offsets_are_committed_once_the_input_goes_quiet() -> None:
+    """Commits are at most every ``commit_every_s``: the tail of a burst is committed when
+    nothing more arrives, not only with a later batch (the fault tests wait for it)."""
+
+    async def run() -> list[int]:
+        tp = TopicPartition(TOPIC, 0)
+        consumer = FakeConsumer({tp: 3})
+        reader = _reader(consumer, batch_max=2, commit_s=0.05)
+        await reader.start()
+        reader.activate(0, {TOPIC: None})
+        seen: list[int] = []
+        stopping = asyncio.Event()
+
+        async def handle(events: list[GapEvent]) -> None:
+            seen.append(consumer.committed.get(tp, -1))
+
+        task = asyncio.create_task(
+            read_batches(
+                FakeApp(), reader, asyncio.Lock(), handle, on_error=_nothing, stopping=stopping
+            )
+        )
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if consumer.committed.get(tp) == 3:
+                break
+        stopping.set()
+        await asyncio.wait_for(task, 5)
+        return [*seen, consumer.committed[tp]]
+
+    # first batch (0, 1) committed at once; the second (2) only when the input went quiet
+    assert asyncio.run(run()) == [-1, 2, 3]
