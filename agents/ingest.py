@@ -391,10 +391,9 @@ def register_input_agent(
     on_tick: TickHandler | None = None,
     tunables: IngestTunables = DEFAULT_TUNABLES,
 ) -> ReaderAgent:
-    """Create the agent for input topic ``topic`` (contract name, without prefix).
-
-    A Faust agent consumes the ticks topic ``ticks_topic``; the input itself is read in
-    batches by an :class:`~supplyflow.agents.reader.InputReader` (see there why).
+    """The reader agent for input topic ``topic`` (contract name, without prefix): its
+    input is read in batches by an :class:`~supplyflow.agents.reader.InputReader` (see
+    there why), driven by the ticks of ``ticks_topic`` (see ``register_ticks_agent``).
     """
     agent = InputAgent(
         settings,
@@ -413,7 +412,7 @@ def register_input_agent(
         window_s=tunables.batch_window_s,
         idle_s=tunables.batch_idle_s,
     )
-    driver = ReaderAgent(
+    return ReaderAgent(
         app,
         reader,
         ticks_topic=ticks_topic,
@@ -422,10 +421,3 @@ def register_input_agent(
         on_tick=agent.tick,
         on_error=agent.discard,
     )
-    source = app.topic(ticks_topic, key_serializer="raw", value_serializer="raw")
-
-    async def consume(stream: Any) -> None:
-        await driver.run(stream, batch_window_s=tunables.batch_window_s)
-
-    app.agent(source, name=f"supplyflow.input.{topic}", concurrency=1)(consume)
-    return driver

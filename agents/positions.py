@@ -236,8 +236,8 @@ def register_position_agent(
     ticks_topic: str,
     letters: SentLetters | None = None,
 ) -> ReaderAgent:
-    """Create the agent for inventory.events and the position deltas (read in batches by
-    an :class:`~supplyflow.agents.reader.InputReader`; its Faust agent consumes ticks)."""
+    """The reader agent for inventory.events and the position deltas (read in batches by
+    an :class:`~supplyflow.agents.reader.InputReader`, driven by ticks)."""
     dead_letters = DeadLetters(settings, INVENTORY_EVENTS, metrics, letters)
     actor = PositionActor(
         app,
@@ -262,7 +262,7 @@ def register_position_agent(
         window_s=tunables.batch_window_s,
         idle_s=tunables.batch_idle_s,
     )
-    driver = ReaderAgent(
+    return ReaderAgent(
         app,
         reader,
         ticks_topic=ticks_topic,
@@ -271,10 +271,3 @@ def register_position_agent(
         on_tick=None,
         on_error=actor.discard,
     )
-    source = app.topic(ticks_topic, key_serializer="raw", value_serializer="raw")
-
-    async def consume(stream: Any) -> None:
-        await driver.run(stream, batch_window_s=tunables.batch_window_s)
-
-    app.agent(source, name="supplyflow.positions", concurrency=1)(consume)
-    return driver

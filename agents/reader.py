@@ -309,11 +309,11 @@ _STOP_TIMEOUT_S: Final = 10.0
 
 
 class ReaderAgent:
-    """Drives an :class:`InputReader` from a Faust agent consuming the ticks topic.
+    """Drives an :class:`InputReader`: activation on ticks, batches in a task beside.
 
-    The Faust agent's stream delivers ticks (see ``register_ticker``); the first tick of a
-    partition after a rebalance activates it in the reader, from the markers ``markers``
-    reads in the partition's scope. Batches are handled in a task beside the agent.
+    One Faust agent consumes the ticks topic for all of a worker's readers
+    (:func:`register_ticks_agent`); the first tick of a partition after a rebalance
+    activates it here, from the markers ``markers`` reads in the partition's scope.
     """
 
     def __init__(
@@ -335,6 +335,8 @@ class ReaderAgent:
         self.on_tick = on_tick
         self.on_error = on_error
         self.lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         app.on_partitions_revoked.connect(self._revoked)
 
     async def _revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -348,6 +350,8 @@ class ReaderAgent:
 
     async def ticked(self, ticks: Mapping[int, Any]) -> None:
         """Activate newly owned partitions, then call the tick handler for each."""
+        if self._task is not None and self._task.done():
+            self._task.result()  # the reader died: raise its error (the agent restarts)
         async with self.lock:
             if self.app.rebalancing:
                 return
@@ -360,32 +364,64 @@ class ReaderAgent:
                 if self.on_tick is not None:
                     await self.on_tick(partition, tick, owned)
 
-    async def run(self, stream: Any, *, batch_window_s: float) -> None:
-        """The agent: consume ticks while a task reads and handles the input."""
-        self.on_error()  # drop what a crash mid-batch left queued (the agent restarted)
+    async def start(self) -> None:
+        """Start reading (in a task); drops what a crash mid-batch left queued."""
+        self.on_error()
         self.reader.reset()
         await self.reader.start()
-        stopping = asyncio.Event()
-        task = asyncio.create_task(
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(
             read_batches(
                 self.app,
                 self.reader,
                 self.lock,
                 self.handle,
                 on_error=self.on_error,
-                stopping=stopping,
+                stopping=self._stopping,
             )
         )
+
+    async def stop(self) -> None:
+        """Let the batch in progress finish (up to a bound), then stop the reader."""
+        self._stopping.set()
+        task, self._task = self._task, None
         try:
-            async for events in stream.take_until_idle(64, batch_window_s, batch_window_s):
-                await self.ticked({e.message.partition: e for e in events})
-                if task.done():
-                    task.result()  # the reader died: raise its error (the agent restarts)
-        finally:
-            stopping.set()
-            try:
+            if task is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(task), _STOP_TIMEOUT_S)
-            finally:
+        finally:
+            if task is not None:
                 task.cancel()
-                await self.reader.stop()
+            await self.reader.stop()
+
+
+async def drive(stream: Any, agents: Sequence[ReaderAgent], *, batch_window_s: float) -> None:
+    """The ticks agent: start every reader, hand each batch of ticks to each, stop them."""
+    for agent in agents:
+        await agent.start()
+    try:
+        async for events in stream.take_until_idle(64, batch_window_s, batch_window_s):
+            ticks = {e.message.partition: e for e in events}
+            for agent in agents:
+                await agent.ticked(ticks)
+    finally:
+        for agent in agents:
+            await agent.stop()
+
+
+def register_ticks_agent(
+    app: Any, ticks_topic: str, agents: Sequence[ReaderAgent], *, batch_window_s: float
+) -> None:
+    """One Faust agent on the ticks topic drives every reader of the worker.
+
+    One, not one per reader: Faust counts a record delivered to several agents as
+    unacknowledged until every agent acknowledged it, and a rebalance clears the agents'
+    queues, so a tick one agent took and another never saw kept the rebalance waiting
+    for it forever (found by the two-worker throughput benchmark).
+    """
+    source = app.topic(ticks_topic, key_serializer="raw", value_serializer="raw")
+
+    async def consume(stream: Any) -> None:
+        await drive(stream, agents, batch_window_s=batch_window_s)
+
+    app.agent(source, name="supplyflow.ticks", concurrency=1)(consume)

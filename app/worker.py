@@ -29,7 +29,7 @@ from supplyflow.agents.ingest import (
     register_input_agent,
 )
 from supplyflow.agents.positions import register_position_agent
-from supplyflow.agents.reader import InputReader
+from supplyflow.agents.reader import InputReader, register_ticks_agent
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import faust_patches
 from supplyflow.app.batch_io import Outbox, TableIO
@@ -218,7 +218,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         settings.batch_window.total_seconds(),
         settings.batch_idle.total_seconds(),
     )
-    readers = [
+    drivers = [
         register_input_agent(
             app,
             settings,
@@ -231,7 +231,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             letters=letters,
             on_tick=actor.tick,
             tunables=tunables,
-        ).reader
+        )
         for topic, actor in actors.items()
     ]
     positions = register_position_agent(
@@ -244,7 +244,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         ticks_topic=ticks,
         letters=letters,
     )
-    readers.append(positions.reader)
+    drivers.append(positions)
+    register_ticks_agent(app, ticks, drivers, batch_window_s=tunables.batch_window_s)
+    readers = [driver.reader for driver in drivers]
     register_ticker(app, ticks)
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
