@@ -110,6 +110,16 @@ class ExceptionEmitter:
             counter.labels(rule=transition.rule).inc()
 
 
+def _json(record: dict[str, Any]) -> bytes:
+    """``record`` as JSON, in a bytes object of its own size, for keeping.
+
+    ``orjson.dumps`` returns its bytes in the buffer it grew while writing: a 318-byte
+    record held about 2 KB (tracemalloc, open-exceptions index at 300,000 positions: 552
+    MiB for 139,000 records). Fine for bytes sent at once, not for bytes kept.
+    """
+    return bytes(memoryview(orjson.dumps(record)))
+
+
 def _kept(record: dict[str, Any]) -> bool:
     """Whether the emitter keeps a written record (see ``ExceptionEmitter._written``)."""
     return bool(record["status"] == "open" and record["rule"] == OVERALLOCATION)
@@ -157,7 +167,7 @@ class OpenExceptions:
                 if bucket is None:
                     continue
                 for record in book_from_wire(entity_type, wire).open_ones():
-                    bucket[record["exception_id"]] = (record["rule"], orjson.dumps(record))
+                    bucket[record["exception_id"]] = (record["rule"], _json(record))
         counts: dict[str, int] = {}
         for bucket in index.values():
             for rule, _ in bucket.values():
@@ -178,7 +188,7 @@ class OpenExceptions:
             self._counts[old[0]] -= 1
         if transition.status == "open":
             body = record if record is not None else transition.record()
-            bucket[transition.exception_id] = (transition.rule, orjson.dumps(body))
+            bucket[transition.exception_id] = (transition.rule, _json(body))
             self._counts[transition.rule] = self._counts.get(transition.rule, 0) + 1
 
     def records(self) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry
 
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
@@ -110,3 +111,24 @@ def test_the_emitter_keeps_only_overallocation_records_for_its_lookup() -> None:
         ("x-2", "open"): _transition(2, OVERALLOCATION).record(),
     }
     assert index.counts() == {"INVENTORY_MISMATCH": 1, OVERALLOCATION: 1}
+
+
+def test_the_index_keeps_records_in_bytes_of_their_own_size() -> None:
+    """orjson's bytes come in the buffer it grew (about 2 KB for a 300-byte record)."""
+    import tracemalloc
+
+    index = OpenExceptions(PARTITIONS)
+    index.ensure(frozenset({0}), [])
+    transitions = [_transition(n, "INVENTORY_MISMATCH") for n in range(2_000)]
+    size = sum(len(orjson.dumps(t.record())) for t in transitions) // len(transitions)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for transition in transitions:
+            index.apply(0, transition)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    per_entry = grown / len(transitions)
+    # the JSON, its id and the bucket's share; not the ~2 KB orjson's buffer would add
+    assert per_entry < size + 400, (per_entry, size)
