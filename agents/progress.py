@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from supplyflow.app.kafka_clients import client_options
 from supplyflow.app.settings import Settings
 
-__all__ = ["GapEvent", "GapMessage", "ProgressMarkers", "merge_completed"]
+__all__ = ["GapEvent", "GapMessage", "ProgressMarkers", "gap_event", "merge_completed"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,21 @@ class GapEvent:
     """Stands in for a Faust event wrapping a :class:`GapMessage`."""
 
     message: GapMessage
+
+
+def gap_event(topic: str, partition: int, record: Any) -> GapEvent:
+    """A record an aiokafka consumer returned, as the agents take it."""
+    return GapEvent(
+        GapMessage(
+            topic,
+            partition,
+            record.offset,
+            record.key,
+            record.value,
+            list(record.headers) if record.headers else [],
+            record.timestamp / 1000 if record.timestamp else None,
+        )
+    )
 
 
 def marker_key(topic: str) -> str:
@@ -182,17 +197,7 @@ class ProgressMarkers:
                 batch = await consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)
                 idle = 0 if batch else idle + 1
                 events.extend(
-                    GapEvent(
-                        GapMessage(
-                            topic,
-                            partition,
-                            record.offset,
-                            record.key,
-                            record.value,
-                            list(record.headers or ()),
-                            record.timestamp / 1000 if record.timestamp else None,
-                        )
-                    )
+                    gap_event(topic, partition, record)
                     for record in batch.get(tp, [])
                     if record.offset < end
                 )

@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from supplyflow.agents.progress import GapEvent, GapMessage
+from supplyflow.agents.progress import GapEvent, gap_event
 from supplyflow.app.kafka_clients import client_options
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import max_input_message_bytes
@@ -198,20 +198,7 @@ class InputReader:
                 if tp not in self._next:
                     continue
                 topic, partition = tp.topic, tp.partition
-                events.extend(
-                    GapEvent(
-                        GapMessage(
-                            topic,
-                            partition,
-                            record.offset,
-                            record.key,
-                            record.value,
-                            list(record.headers) if record.headers else [],
-                            record.timestamp / 1000 if record.timestamp else None,
-                        )
-                    )
-                    for record in records
-                )
+                events.extend(gap_event(topic, partition, record) for record in records)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
