@@ -185,13 +185,6 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         ),
     )
     ios = {name: TableIO(app, getattr(tables, name)) for name in STATE_TABLES}
-    deltas = app.topic(
-        deltas_topic_name(settings),
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=False,
-    )
     open_index = OpenExceptions(settings.partitions)
     emitter = ExceptionEmitter(app, settings, metrics, open_index)
     letters = SentLetters(settings)
@@ -201,7 +194,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             kind=kind,
             io=io,
             outbox=Outbox(app),
-            deltas_topic=deltas.get_topic_name(),
+            deltas_topic=deltas_topic_name(settings),
             emitter=emitter,
             rules=rules,
             partitions=settings.partitions,
