@@ -105,6 +105,12 @@ class Metrics:
             buckets=_SYNC_BUCKETS,
             registry=registry,
         )
+        self.memory_trim = Histogram(
+            "supplyflow_memory_trim_seconds",
+            "How long each return of free heap pages to the system took (see app.memory)",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.exceptions_opened = Counter(
             "supplyflow_exceptions_opened",
             "Exceptions opened, by rule",

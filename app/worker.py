@@ -42,6 +42,7 @@ from supplyflow.app.faust_patches import (
 )
 from supplyflow.app.kafka_clients import ssl_context
 from supplyflow.app.logs import logging_config
+from supplyflow.app.memory import register_memory_trim
 from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
@@ -241,6 +242,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     register_ticks_agent(app, ticks, drivers, batch_window_s=tunables.batch_window_s)
     readers = [driver.reader for driver in drivers]
     register_ticker(app, ticks)
+    register_memory_trim(app, metrics.memory_trim.observe)
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """A revoked partition's exception and dead-letter tails must be read again if it

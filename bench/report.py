@@ -106,15 +106,21 @@ def _state_md(part: dict[str, Any], mode: str) -> list[str]:
         f"| records processed (seconds) | {part['records']:,} ({_n(part['ingest_seconds'])}) |",
         f"| table keys po / order / position (RocksDB estimates) | {keys.get('po', 0):,} / "
         f"{keys.get('order', 0):,} / {keys.get('position', 0):,} |",
-        f"| worker RSS | {part['rss_bytes'] / _MIB:,.0f} MiB |",
+        f"| worker RSS right after processing / at rest | {_mib(part['rss_bytes'])} / "
+        f"{_mib(part.get('rss_rest_bytes'))} |",
         f"| state on disk | {part['disk_bytes'] / _MIB:,.1f} MiB |",
         f"| restart with local state to /health ready | {part['restart_seconds']:.1f} s |",
         f"| rebuild from changelogs (data dir deleted) to ready | "
         f"{part['rebuild_seconds']:.1f} s |",
-        f"| after rebuild: keys po / order / position, RSS | {rebuilt.get('po', 0):,} / "
-        f"{rebuilt.get('order', 0):,} / {rebuilt.get('position', 0):,}, "
-        f"{part['rebuild_rss_bytes'] / _MIB:,.0f} MiB |",
+        f"| after rebuild: keys po / order / position | {rebuilt.get('po', 0):,} / "
+        f"{rebuilt.get('order', 0):,} / {rebuilt.get('position', 0):,} |",
+        f"| after rebuild: RSS when ready / at rest | {_mib(part['rebuild_rss_bytes'])} / "
+        f"{_mib(part.get('rebuild_rss_rest_bytes'))} |",
     ]
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / _MIB:,.0f} MiB"
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -4,7 +4,8 @@ The distributor workload at the plan's state scale (10 in the full run: 1,000,00
 SKU-locations, 120,000 POs of which about 100,000 stay open, 200,000 sales orders) is
 produced and processed by one worker. Then:
 
-- the worker's resident memory (``VmRSS``) and the bytes of its data dir;
+- the worker's resident memory (``VmRSS``) right after and at rest (once a memory trim
+  ran, ``supplyflow.app.memory``), and the bytes of its data dir;
 - restart: the worker is stopped (SIGTERM) and started again on the same data dir; the
   time from process start to ``/health`` answering 200 (local state kept);
 - rebuild: stopped again, the data dir deleted, started: the time until ``/health`` is
@@ -19,7 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from tqdm import tqdm
@@ -35,6 +36,7 @@ from bench.harness import (
     rss_bytes,
     wait_drained,
 )
+from supplyflow.app.memory import TRIM_INTERVAL_S
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.sample import SampleRecord
 from supplyflow.app.topics import PO_EVENTS
@@ -88,12 +90,22 @@ class OpenPurchaseOrders:
         )
 
 
+#: Beyond one memory-trim interval, so at least one trim ran after the work was done.
+_REST_MARGIN_S: Final = 3.0
+
+
 def _table_keys(worker: WorkerProcess) -> dict[str, int]:
     return {
         dict(labels)["table"]: int(value)
         for (name, labels), value in worker.metrics(SCRAPE_TIMEOUT_S).items()
         if name == "supplyflow_table_keys"
     }
+
+
+def _rss_at_rest(worker: WorkerProcess) -> int:
+    """RSS once the worker, idle, has returned its free heap pages (``app.memory``)."""
+    time.sleep(TRIM_INTERVAL_S + _REST_MARGIN_S)
+    return rss_bytes(worker.proc.pid) if worker.proc else 0
 
 
 def _time_to_ready(dep: Deployment) -> tuple[float, WorkerProcess]:
@@ -144,8 +156,13 @@ def run_state(plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int) ->
             "rss_bytes": rss_bytes(worker.proc.pid) if worker.proc else 0,
             "disk_bytes": dir_bytes(data_dir),
             "table_keys": _table_keys(worker),
+            "rss_rest_bytes": _rss_at_rest(worker),
         }
-        print(f"state: {result['rss_bytes'] >> 20} MiB RSS, {result['disk_bytes'] >> 20} MiB disk")
+        print(
+            f"state: {result['rss_bytes'] >> 20} MiB RSS ({result['rss_rest_bytes'] >> 20} MiB "
+            f"at rest), {result['disk_bytes'] >> 20} MiB disk",
+            flush=True,
+        )
         dep.stop_workers()
         result["restart_seconds"], worker = _time_to_ready(dep)
         result["restart_table_keys"] = _table_keys(worker)
@@ -154,6 +171,7 @@ def run_state(plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int) ->
         result["rebuild_seconds"], worker = _time_to_ready(dep)
         result["rebuild_table_keys"] = _table_keys(worker)
         result["rebuild_rss_bytes"] = rss_bytes(worker.proc.pid) if worker.proc else 0
+        result["rebuild_rss_rest_bytes"] = _rss_at_rest(worker)
         result["rebuild_disk_bytes"] = dir_bytes(data_dir)
         print(
             f"state: restart {result['restart_seconds']:.1f}s, "
