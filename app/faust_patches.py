@@ -42,6 +42,10 @@
    starts four tasks per record and cancels three: 15% of a rebuild's samples. The
    result is the same: a callback that finished is what ``wait_first`` would return, one
    that waits is still abandoned when the flow is suspended. Worth proposing upstream.
+11. :func:`install`: recovery's ``asyncio.wait_for(changelog_queue.get(), timeout=5.0)``,
+   once per changelog record, returns at once when the queue has a record
+   (:func:`wait_for_inline`). ``asyncio.wait_for`` starts a task and a timer for it
+   every time and takes three turns of the event loop: 7% of a rebuild's samples.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from typing import Any, ClassVar
 
 import faust
 from faust.streams import _current_event, _tracks_buffer_agen
+from faust.tables import recovery as faust_recovery
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.producer import ProducerBuffer
@@ -303,6 +308,27 @@ async def _resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Any:
             return stop.value
 
 
+async def wait_for_inline(awaitable: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109
+    """``asyncio.wait_for`` that returns at once if ``awaitable``, a coroutine, finishes
+    without waiting (no task, no timer); otherwise ``asyncio.wait_for`` on the rest."""
+    if isinstance(awaitable, Coroutine):
+        try:
+            waiting = awaitable.send(None)
+        except StopIteration as stop:
+            return stop.value
+        awaitable = _resume(awaitable, waiting)
+    return await asyncio.wait_for(awaitable, timeout)
+
+
+class _RecoveryAsyncio:
+    """The ``asyncio`` module as ``faust.tables.recovery`` sees it: ``wait_for`` inline."""
+
+    wait_for = staticmethod(wait_for_inline)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+
 def _close(waitable: Any) -> None:
     """A coroutine that will never run: close it (no "never awaited" warning)."""
     if isinstance(waitable, Coroutine):
@@ -340,6 +366,7 @@ async def consumer_wait_first(
 def install() -> None:
     """Apply the process-wide patches (idempotent; before the producer starts)."""
     Recovery.need_recovery = need_recovery  # type: ignore[method-assign]  # the patch
+    faust_recovery.asyncio = _RecoveryAsyncio()  # type: ignore[assignment,attr-defined]  # the patch
     Consumer.wait_first = consumer_wait_first  # type: ignore[method-assign]  # the patch
     ProducerBuffer.flush = flush_until_empty  # type: ignore[method-assign,assignment]  # the patch
     ProducerBuffer._send_pending = _send_pending_counted  # type: ignore[method-assign]  # the patch

@@ -237,3 +237,31 @@ async def test_wait_first_hands_the_awaited_futures_error_to_the_callback() -> N
     gate.set_exception(KeyError("k"))
     result = await asyncio.wait_for(waiting, 5)
     assert result.results == ["handled 'k'"]
+
+
+async def test_wait_for_inline_returns_a_ready_item_without_a_task() -> None:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    queue.put_nowait("record")
+    tasks_before = len(asyncio.all_tasks())
+    assert await faust_patches.wait_for_inline(queue.get(), timeout=5.0) == "record"
+    assert len(asyncio.all_tasks()) == tasks_before
+
+
+async def test_wait_for_inline_waits_for_an_item_and_times_out_as_wait_for() -> None:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    asyncio.get_running_loop().call_later(0.05, queue.put_nowait, "later")
+    assert await faust_patches.wait_for_inline(queue.get(), timeout=5.0) == "later"
+    with pytest.raises(TimeoutError):
+        await faust_patches.wait_for_inline(queue.get(), timeout=0.05)
+    # The timed-out get left no waiter behind: the next item goes to the next get.
+    queue.put_nowait("next")
+    assert await faust_patches.wait_for_inline(queue.get(), timeout=5.0) == "next"
+
+
+def test_install_gives_recovery_the_inline_wait_for() -> None:
+    from faust.tables import recovery
+
+    faust_patches.install()
+    patched: Any = getattr(recovery, "asyncio")  # noqa: B009  # not exported: read it as such
+    assert patched.wait_for is faust_patches.wait_for_inline
+    assert patched.TimeoutError is asyncio.TimeoutError
