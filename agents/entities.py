@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
-import msgpack
-
 from supplyflow.agents.deadlines import DeadlineIndex
 from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import Accepted, by_partition
-from supplyflow.app.batch_io import Outbox, TableIO
+from supplyflow.app.batch_io import Outbox, TableIO, encode
 from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import Metrics
 from supplyflow.codecs import DecodeError
@@ -125,7 +123,7 @@ class EntityActor:
         for pk, delta_items in deltas.items():
             by_target.setdefault(partition_for(pk, self.partitions), []).append([pk, delta_items])
         for target, entries in by_target.items():
-            self.outbox.add(self.deltas_topic, target, None, msgpack.packb([source, entries]))
+            self.outbox.add(self.deltas_topic, target, None, encode([source, entries]))
 
     def _write(self, partition: int, states: dict[str, Any]) -> None:
         for key, state in states.items():

@@ -25,7 +25,7 @@ from supplyflow.agents.reader import InputReader, ReaderAgent, TickHandler
 from supplyflow.agents.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.faust_patches import partition_scope
-from supplyflow.app.metrics import DEAD_LETTERED, Metrics
+from supplyflow.app.metrics import DEAD_LETTERED, Metrics, observe_all
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ
 from supplyflow.codecs import AnyEvent, DecodeError, build_dead_letter, decode_input
@@ -132,13 +132,14 @@ def by_partition(items: Sequence[Accepted]) -> dict[int, list[Accepted]]:
 def observe_processed(metrics: Metrics, topic: str, events: Sequence[Any]) -> None:
     """Record-timestamp-to-processed latency and the last offset per partition."""
     now = time.time()
-    latency = metrics.record_to_processed.labels(topic=topic)
+    latencies: list[float] = []
     last: dict[int, int] = {}
     for event in events:
         msg = event.message
         if msg.timestamp:
-            latency.observe(max(0.0, now - msg.timestamp))
+            latencies.append(max(0.0, now - msg.timestamp))
         last[msg.partition] = msg.offset
+    observe_all(metrics.record_to_processed.labels(topic=topic), latencies)
     for partition, offset in last.items():
         metrics.note_processed(topic, partition, offset)
 

@@ -37,7 +37,7 @@ from supplyflow.agents.progress import ProgressMarkers, merge_completed
 from supplyflow.agents.reader import InputReader, ReaderAgent
 from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.faust_patches import partition_scope
-from supplyflow.app.metrics import Metrics
+from supplyflow.app.metrics import Metrics, observe_all
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
     INVENTORY_EVENTS,
@@ -102,8 +102,10 @@ class PositionActor:
             await self._process(partition, events, events[-1])
         await self.outbox.flush()
         emitted = time.time() * 1000
-        for occurred_ms in self._occurred:
-            self.metrics.event_to_position.observe(max(0.0, (emitted - occurred_ms) / 1000))
+        observe_all(
+            self.metrics.event_to_position,
+            [max(0.0, (emitted - occurred_ms) / 1000) for occurred_ms in self._occurred],
+        )
         self._occurred.clear()
         await self.io.commit()
 

@@ -11,6 +11,7 @@ Prometheus scrapes, from callables the worker provides.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -153,6 +154,27 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""
         return generate_latest(self.registry)
+
+
+def observe_all(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for every ``a`` in ``amounts``, one increment per bucket.
+
+    A batch's latencies are thousands of observations; prometheus-client takes a lock
+    twice for each (3% of a busy worker's samples). This counts them per bucket first.
+    It uses the client's bucket layout (pinned to 0.26; ``tests/app/test_metrics.py``
+    checks the result equals ``observe`` one by one).
+    """
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1
+        total += amount
+    if total or any(counts):
+        histogram._sum.inc(total)
+        for bucket, count in zip(histogram._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
 
 
 @dataclass(frozen=True)

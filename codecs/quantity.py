@@ -19,10 +19,28 @@ MAX_ABS_UNITS: Final = 10**12
 _MAX_ABS_MILLI: Final = MAX_ABS_UNITS * SCALE
 _DECIMAL_TEXT: Final = re.compile(r"^\s*-?\d{1,13}(\.\d{1,20})?\s*$")
 _THOUSANDTH: Final = Decimal("0.001")
+#: Longest text the fast path of :func:`parse_qty` takes (12 integer digits + 3 decimals).
+_FAST_TEXT_MAX: Final = 16
+
+
+def _fast_milli(value: object) -> int | None:
+    """Thousandths of a plain int or ``"123"``/``"12.5"`` string (the usual forms, no
+    Decimal needed); None for anything else, which the full parser decides on."""
+    if type(value) is int:
+        return value * SCALE
+    if type(value) is str and 0 < len(value) <= _FAST_TEXT_MAX:
+        whole, dot, frac = value.partition(".")
+        plain_frac = not dot or (frac.isascii() and frac.isdigit() and len(frac) <= 3)
+        if whole.isascii() and whole.isdigit() and plain_frac:
+            return int(whole) * SCALE + (int(frac.ljust(3, "0")) if frac else 0)
+    return None
 
 
 def parse_qty(value: object, *, signed: bool = False) -> int:
     """Turn a JSON/msgpack quantity into integer thousandths, or raise ``ValueError``."""
+    milli = _fast_milli(value)
+    if milli is not None and (signed or milli >= 0) and -_MAX_ABS_MILLI < milli < _MAX_ABS_MILLI:
+        return milli
     if isinstance(value, bool):
         raise ValueError("must be a number or a decimal string, not a boolean")
     if isinstance(value, int):

@@ -65,13 +65,16 @@ def add_into(contributions: Contributions, key: str, index: int, amount: int) ->
 def diff(old: Contributions, new: Contributions) -> dict[str, Vec]:
     """Per position key, ``new - old`` where it is not all zeros."""
     deltas: dict[str, Vec] = {}
-    zero = [0] * WIDTH
-    for key in old.keys() | new.keys():
-        before = old.get(key, zero)
-        after = new.get(key, zero)
-        delta = [a - b for a, b in zip(after, before, strict=True)]
-        if any(delta):
-            deltas[key] = delta
+    for key, after in new.items():
+        before = old.get(key)
+        if before is None:
+            if any(after):
+                deltas[key] = list(after)
+        elif after != before:  # the usual case, equal vectors, is one comparison in C
+            deltas[key] = [a - b for a, b in zip(after, before, strict=True)]
+    for key, before in old.items():
+        if key not in new and any(before):
+            deltas[key] = [-b for b in before]
     return deltas
 
 

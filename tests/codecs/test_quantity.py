@@ -65,3 +65,62 @@ def test_every_quantity_survives_json_float_and_string(milli: int) -> None:
 def test_sums_of_thousandths_do_not_drift(values: list[int]) -> None:
     total = sum(parse_qty(format_qty(v)) for v in values)
     assert Decimal(format_qty(total)) == sum(Decimal(v) / 1000 for v in values)
+
+
+def _slow(value: object, signed: bool) -> int | str:
+    """The Decimal path alone (the fast path switched off), or its error."""
+    from supplyflow.codecs import quantity
+
+    original = quantity._fast_milli
+    quantity._fast_milli = lambda _value: None  # type: ignore[assignment]
+    try:
+        return quantity.parse_qty(value, signed=signed)
+    except ValueError as exc:
+        return f"error: {exc}"
+    finally:
+        quantity._fast_milli = original
+
+
+def _fast(value: object, signed: bool) -> int | str:
+    try:
+        return parse_qty(value, signed=signed)
+    except ValueError as exc:
+        return f"error: {exc}"
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        7,
+        -7,
+        10**12 - 1,
+        10**12,
+        -(10**12),
+        True,
+        "0",
+        "12",
+        "12.5",
+        "12.500",
+        "12.5000",
+        "12.",
+        ".5",
+        "-5",
+        " 12",
+        "00012",
+        "٣",
+        "1²",
+        "999999999999.999",
+        "1000000000000",
+        "12345678901234",
+        "1.2345",
+        "",
+        "1e3",
+        2.25,
+        "12.05",
+        "0.001",
+    ],
+)
+def test_the_fast_path_answers_as_the_decimal_parser(value: object, signed: bool) -> None:
+    assert _fast(value, signed) == _slow(value, signed)

@@ -1,0 +1,51 @@
+"""Bulk histogram observations (app.metrics.observe_all)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from supplyflow.app.metrics import observe_all
+
+_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+def _histogram(registry: CollectorRegistry) -> Histogram:
+    return Histogram("lat_seconds", "test", ["topic"], buckets=_BUCKETS, registry=registry)
+
+
+def _samples(registry: CollectorRegistry) -> dict[str, float]:
+    return {
+        sample.name + str(sorted(sample.labels.items())) * (sample.name.endswith("_bucket")): (
+            sample.value
+        )
+        for metric in registry.collect()
+        for sample in metric.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def test_observe_all_exposes_what_observe_one_by_one_does() -> None:
+    rng = random.Random(3)
+    amounts = [rng.choice((0.001, 0.01, 1.0, 10.0, 11.0)) * rng.random() for _ in range(500)]
+    amounts += [0.0, 0.001, 0.1, 10.0, 50.0]  # on the bounds and beyond the last
+    one_by_one, bulk = CollectorRegistry(), CollectorRegistry()
+    single = _histogram(one_by_one).labels(topic="t")
+    for amount in amounts:
+        single.observe(amount)
+    batched = _histogram(bulk).labels(topic="t")
+    observe_all(batched, amounts[:200])
+    observe_all(batched, [])
+    observe_all(batched, amounts[200:])
+    got, want = _samples(bulk), _samples(one_by_one)
+    assert got.pop("lat_seconds_sum") == pytest.approx(want.pop("lat_seconds_sum"))
+    assert got == want  # every bucket and the count exactly
+    assert got["lat_seconds_count"] == 505
+
+
+def test_observe_all_of_nothing_observes_nothing() -> None:
+    registry = CollectorRegistry()
+    observe_all(_histogram(registry).labels(topic="t"), [])
+    assert _samples(registry)["lat_seconds_count"] == 0
