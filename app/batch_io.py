@@ -38,6 +38,8 @@ from faust.streams import current_event
 from faust.types import TP
 from rocksdict import WriteBatch
 
+from supplyflow.app.keys import partition_of
+
 __all__ = ["Outbox", "ScopedTable", "TableIO", "encode"]
 
 Headers = Sequence[tuple[str, bytes]]
@@ -110,8 +112,12 @@ class Outbox:
         headers: Headers | None = None,
     ) -> None:
         """Queue a record in the partition Kafka's default partitioner picks for ``key``."""
-        every = _every_partition(partitions)
-        self.add(topic, _PARTITIONER(key, every, every), key, value, headers)
+        if key is None:
+            every = _every_partition(partitions)
+            partition = _PARTITIONER(key, every, every)  # a random one, as Kafka's
+        else:
+            partition = partition_of(key, partitions)
+        self.add(topic, partition, key, value, headers)
 
     async def flush(self) -> dict[tuple[str, int], int]:
         """Send everything queued; returns the last offset written per (topic, partition)."""

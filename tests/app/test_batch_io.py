@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import TP
 
@@ -185,6 +186,9 @@ async def test_keyed_records_go_where_kafkas_default_partitioner_puts_them() -> 
         outbox.add_keyed("positions", 8, key.encode(), b"{}")
     await outbox.flush()
     placed = {k.decode(): p for _, p, records in producer.sent for k, _ in records if k}
+    every = list(range(8))
+    reference = DefaultPartitioner()  # aiokafka's, as its producer would place them
+    assert placed == {key: reference(key.encode(), every, every) for key in keys}
     assert placed == {key: partition_for(key, 8) for key in keys}
 
 
