@@ -113,10 +113,34 @@ class MsgpackTable(faust.Table[Any, Any]):
     def _serializer_from_type(self, typ: Any) -> str:
         return MSGPACK_CODEC
 
-    def _new_changelog_topic(self, **kwargs: Any) -> Any:
-        topic = super()._new_changelog_topic(**kwargs)
-        return topic.derive(
-            key_type=None, value_type=None, key_serializer="raw", value_serializer="raw"
+    def _new_changelog_topic(
+        self,
+        *,
+        retention: Any = None,
+        compacting: bool | None = None,
+        deleting: bool | None = None,
+    ) -> Any:
+        # Faust's own, with raw key and value. (``Topic.derive`` would not do: it drops
+        # ``acks=False``, and a changelog consumed with acks tracks every offset gap
+        # compaction leaves, in an interval tree merged per gap: hours at a million keys.)
+        if retention is None and self.window:
+            retention = self.window.expires
+        return self.app.topic(
+            self._changelog_topic_name(),
+            schema=None,
+            key_type=None,
+            value_type=None,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=self.partitions,
+            retention=retention,
+            compacting=self._changelog_compacting if compacting is None else compacting,
+            deleting=self._changelog_deleting if deleting is None else deleting,
+            acks=False,
+            internal=True,
+            config=self.extra_topic_configs,
+            maxsize=131_072,  # Faust's: changelog records are never committed
+            allow_empty=True,
         )
 
 

@@ -101,3 +101,16 @@ def test_table_never_unpickles(app: Any) -> None:
         app.serializers.loads_value(None, evil, serializer=table.value_serializer)
     assert isinstance(info.value.__cause__, DecodeError)
     assert SIDE_EFFECTS == []
+
+
+def test_the_raw_changelog_topic_is_fausts_own_but_for_its_codecs(app: Any) -> None:
+    table = state_table(app, "po_state", partitions=4, help="test")
+    ours = table.changelog_topic
+    fausts = faust.Table._new_changelog_topic(table)  # what Faust itself would build
+    for attribute in (
+        "topics", "partitions", "retention", "compacting", "deleting", "acks", "internal",
+        "config", "maxsize", "allow_empty", "replicas",
+    ):  # fmt: skip
+        assert getattr(ours, attribute) == getattr(fausts, attribute), attribute
+    assert ours.acks is False  # no offset tracking for compaction's gaps
+    assert (ours.key_serializer, ours.value_serializer) == ("raw", "raw")
