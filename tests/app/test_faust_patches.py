@@ -265,3 +265,27 @@ def test_install_gives_recovery_the_inline_wait_for() -> None:
     patched: Any = getattr(recovery, "asyncio")  # noqa: B009  # not exported: read it as such
     assert patched.wait_for is faust_patches.wait_for_inline
     assert patched.TimeoutError is asyncio.TimeoutError
+
+
+def test_every_rocksdb_database_shares_one_cache_and_memtable_budget(tmp_path: Path) -> None:
+    from faust.stores.rocksdb import RocksDBOptions
+
+    original = RocksDBOptions.as_options
+    try:
+        shared = faust_patches.share_rocksdb_memory(8 * 1024 * 1024, 8 * 1024 * 1024)
+        options = RocksDBOptions(write_buffer_size=1024 * 1024)
+        dbs = [options.open(tmp_path / f"p{i}.db") for i in range(2)]
+        opened = shared.write_buffers.get_usage()  # each empty memtable's first block
+        for db in dbs:
+            for i in range(2000):
+                db.put(b"key-%d" % i, b"v" * 100)
+        # Both databases' 2 x 2,000 writes of over 100 bytes count against the one budget.
+        assert shared.write_buffers.get_usage() - opened > 2 * 2000 * 100
+        for db in dbs:
+            db.flush()
+            assert db.get(b"key-7") == b"v" * 100  # read through the shared cache
+        assert shared.cache.get_usage() > 0
+        for db in dbs:
+            db.close()
+    finally:
+        RocksDBOptions.as_options = original  # type: ignore[method-assign]  # the test's own patch
