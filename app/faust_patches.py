@@ -338,15 +338,24 @@ async def _resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Any:
             return stop.value
 
 
+def _start(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """Run ``coro`` up to its first wait: ``(True, its result)`` if it finished without
+    one, else ``(False, a coroutine that runs the rest as a task would)``."""
+    try:
+        waiting = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, _resume(coro, waiting)
+
+
 async def wait_for_inline(awaitable: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109
     """``asyncio.wait_for`` that returns at once if ``awaitable``, a coroutine, finishes
     without waiting (no task, no timer); otherwise ``asyncio.wait_for`` on the rest."""
     if isinstance(awaitable, Coroutine):
-        try:
-            waiting = awaitable.send(None)
-        except StopIteration as stop:
-            return stop.value
-        awaitable = _resume(awaitable, waiting)
+        finished, outcome = _start(awaitable)
+        if finished:
+            return outcome
+        awaitable = outcome
     return await asyncio.wait_for(awaitable, timeout)
 
 
@@ -381,14 +390,14 @@ async def consumer_wait_first(
     ):
         work, other = coros
         try:
-            waiting = work.send(None)
-        except StopIteration as stop:
-            _close(other)
-            return WaitResults([work], [stop.value], False)
+            finished, outcome = _start(work)
         except BaseException:
             _close(other)
             raise
-        coros = (_resume(work, waiting), other)
+        if finished:
+            _close(other)
+            return WaitResults([work], [outcome], False)
+        coros = (outcome, other)
     results: WaitResults = await Service.wait_first(self, *coros, timeout=timeout)
     return results
 
