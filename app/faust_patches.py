@@ -406,8 +406,16 @@ class SharedRocksDBMemory:
     """One block cache and one memtable budget for all of a process's RocksDB databases."""
 
     def __init__(self, cache_bytes: int, memtable_bytes: int) -> None:
+        self.cache_bytes = cache_bytes
         self.cache = rocksdict.Cache(cache_bytes)
         self.write_buffers = rocksdict.WriteBufferManager(memtable_bytes, False)
+
+    def usage(self) -> dict[str, tuple[int, int]]:
+        """Pool (``block_cache``, ``memtables``) -> (bytes in use, the pool's budget)."""
+        return {
+            "block_cache": (self.cache.get_usage(), self.cache_bytes),
+            "memtables": (self.write_buffers.get_usage(), self.write_buffers.get_buffer_size()),
+        }
 
     def options(self, faust_options: RocksDBOptions) -> rocksdict.Options:
         """Faust's ``RocksDBOptions.as_options`` (rocksdict) with the shared cache and

@@ -5,7 +5,8 @@ bounded: topic (contract name, without prefix), partition, event type, outcome, 
 rule, system (only systems named in an SLA setting), table. Never an entity id.
 
 Counters and histograms are updated as records flow; :class:`WorkerCollector` computes the
-gauges that describe state (lag, table sizes, disk, recovery, open exceptions) when
+gauges that describe state (lag, table sizes, disk, RocksDB memory, recovery, open
+exceptions) when
 Prometheus scrapes, from callables the worker provides.
 """
 
@@ -193,6 +194,8 @@ class StateProbes:
     open_exceptions: Callable[[], Mapping[str, int]]
     #: deadlines waiting to fire in this worker's partitions
     pending_deadlines: Callable[[], int]
+    #: RocksDB memory pool -> (bytes in use, budget), shared by all of the worker's tables
+    rocksdb_memory: Callable[[], Mapping[str, tuple[int, int]]]
 
 
 class WorkerCollector(Collector):
@@ -239,3 +242,18 @@ class WorkerCollector(Collector):
             "Acknowledgment and invoice deadlines waiting to fire",
             value=self.probes.pending_deadlines(),
         )
+        used = GaugeMetricFamily(
+            "supplyflow_rocksdb_memory_bytes",
+            "RocksDB memory in use, by pool (block_cache, memtables), all tables together",
+            labels=["pool"],
+        )
+        budget = GaugeMetricFamily(
+            "supplyflow_rocksdb_memory_budget_bytes",
+            "RocksDB memory budget, by pool (memtables past it are flushed to disk)",
+            labels=["pool"],
+        )
+        for pool, (in_use, limit) in sorted(self.probes.rocksdb_memory().items()):
+            used.add_metric([pool], in_use)
+            budget.add_metric([pool], limit)
+        yield used
+        yield budget

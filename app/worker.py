@@ -144,7 +144,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     """Create the worker's Faust app, topics, agents and views."""
     register_codecs()
     faust_patches.install()
-    faust_patches.share_rocksdb_memory(ROCKSDB_CACHE_BYTES, ROCKSDB_MEMTABLE_BYTES)
+    rocksdb_memory = faust_patches.share_rocksdb_memory(ROCKSDB_CACHE_BYTES, ROCKSDB_MEMTABLE_BYTES)
     metrics = Metrics(registry or CollectorRegistry(), app_id=settings.app_id, version=__version__)
     brokers = [f"kafka://{host}" for host in settings.bootstrap.split(",")]
     app = SupplyflowApp(
@@ -276,6 +276,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         actors=actors.values(),
         open_counts=open_counts,
         readers=readers,
+        rocksdb_memory=rocksdb_memory,
     )
     metrics.registry.register(WorkerCollector(probes, RULES))
     register_views(app, metrics, tables, open_index, ensure_index, api_token=settings.api_token)
@@ -291,6 +292,7 @@ def _probes(
     actors: Iterable[EntityActor],
     open_counts: Callable[[], dict[str, int]],
     readers: Sequence[InputReader],
+    rocksdb_memory: faust_patches.SharedRocksDBMemory,
 ) -> StateProbes:
     """Scrape-time readings of the worker's state."""
     inputs = {settings.topic(t): t for t in (PO_EVENTS, ORDER_EVENTS, INVENTORY_EVENTS)}
@@ -332,6 +334,7 @@ def _probes(
         recovery_remaining=recovery_remaining,
         open_exceptions=open_counts,
         pending_deadlines=lambda: sum(actor.index.size() for actor in actors),
+        rocksdb_memory=rocksdb_memory.usage,
     )
 
 

@@ -193,6 +193,7 @@ def rendered_metrics() -> str:
         recovery_remaining=lambda: 0,
         open_exceptions=lambda: {"ACK_MISSING": 1},
         pending_deadlines=lambda: 0,
+        rocksdb_memory=lambda: {"block_cache": (1, 2), "memtables": (1, 2)},
     )
     metrics.registry.register(WorkerCollector(probes, rules=("ACK_MISSING",)))
     return metrics.render().decode("utf-8")

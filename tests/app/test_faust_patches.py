@@ -281,10 +281,16 @@ def test_every_rocksdb_database_shares_one_cache_and_memtable_budget(tmp_path: P
                 db.put(b"key-%d" % i, b"v" * 100)
         # Both databases' 2 x 2,000 writes of over 100 bytes count against the one budget.
         assert shared.write_buffers.get_usage() - opened > 2 * 2000 * 100
+        # What the worker's gauges report (supplyflow_rocksdb_memory_*): use and budget.
+        memtables_used, memtables_budget = shared.usage()["memtables"]
+        assert memtables_used - opened > 2 * 2000 * 100
+        assert memtables_budget == 8 * 1024 * 1024
+        assert shared.usage()["block_cache"] == (shared.cache.get_usage(), 8 * 1024 * 1024)
         for db in dbs:
             db.flush()
             assert db.get(b"key-7") == b"v" * 100  # read through the shared cache
         assert shared.cache.get_usage() > 0
+        assert shared.usage()["block_cache"][0] == shared.cache.get_usage()
         for db in dbs:
             db.close()
     finally:

@@ -1,4 +1,4 @@
-"""Bulk histogram observations (app.metrics.observe_all)."""
+"""Bulk histogram observations (app.metrics.observe_all) and scrape-time gauges."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from supplyflow.app.metrics import observe_all
+from supplyflow.app.metrics import StateProbes, WorkerCollector, observe_all
 
 _BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
@@ -49,3 +49,29 @@ def test_observe_all_of_nothing_observes_nothing() -> None:
     registry = CollectorRegistry()
     observe_all(_histogram(registry).labels(topic="t"), [])
     assert _samples(registry)["lat_seconds_count"] == 0
+
+
+def test_the_collector_reports_rocksdb_memory_use_and_budget_per_pool() -> None:
+    probes = StateProbes(
+        lag=dict,
+        table_keys=dict,
+        disk_bytes=lambda: 0,
+        recovery_remaining=lambda: 0,
+        open_exceptions=dict,
+        pending_deadlines=lambda: 0,
+        rocksdb_memory=lambda: {"block_cache": (3_000, 64_000), "memtables": (5_000, 32_000)},
+    )
+    registry = CollectorRegistry()
+    registry.register(WorkerCollector(probes, rules=()))
+    samples = {
+        (sample.name, sample.labels.get("pool")): sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name.startswith("supplyflow_rocksdb_memory")
+    }
+    assert samples == {
+        ("supplyflow_rocksdb_memory_bytes", "block_cache"): 3_000,
+        ("supplyflow_rocksdb_memory_bytes", "memtables"): 5_000,
+        ("supplyflow_rocksdb_memory_budget_bytes", "block_cache"): 64_000,
+        ("supplyflow_rocksdb_memory_budget_bytes", "memtables"): 32_000,
+    }

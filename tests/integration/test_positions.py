@@ -21,6 +21,7 @@ from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.produce import produce_records
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import read_topic
+from supplyflow.app.worker import ROCKSDB_CACHE_BYTES, ROCKSDB_MEMTABLE_BYTES
 from supplyflow.app.workload import generate
 from supplyflow.codecs import decode_input
 from supplyflow.codecs.quantity import parse_qty
@@ -144,6 +145,19 @@ def test_two_workers_end_exact_and_answer_for_any_key(
         if name == "supplyflow_events_total" and dict(labels)["outcome"] == "duplicate"
     )
     assert duplicates > 0
+    # Each worker reports the memory its RocksDB tables share, against the budgets.
+    for worker in workers:
+        scraped = worker.metrics()
+        in_use, budget = (
+            {dict(labels)["pool"]: v for (name, labels), v in scraped.items() if name == metric}
+            for metric in (
+                "supplyflow_rocksdb_memory_bytes",
+                "supplyflow_rocksdb_memory_budget_bytes",
+            )
+        )
+        assert budget == {"block_cache": ROCKSDB_CACHE_BYTES, "memtables": ROCKSDB_MEMTABLE_BYTES}
+        assert 0 < in_use["memtables"] <= budget["memtables"], in_use
+        assert 0 <= in_use["block_cache"] <= budget["block_cache"], in_use
 
 
 def test_sigkill_mid_stream_and_restart_still_exact(
