@@ -12,6 +12,13 @@ of the last event that changed it, so one sample per position, no attribution of
 to events needed. Events that change no position (acks, invoices, invalid records,
 duplicates) are not followed. The worker's own histogram
 (``supplyflow_event_to_position_seconds``, every change, bucketed) is reported beside it.
+
+Where the time goes: a PO or order event reaches its positions in two hops, the entity
+actor's deltas record, then the position actor's emitted record. For every position
+whose last change came that way, the step splits the sample at the Kafka timestamp of
+the last deltas record naming it. It also reports the worker's CPU share from the first
+record sent until it drained, and how many position changelog records (state writes and
+progress markers) it wrote per event sent.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import msgpack
 import orjson
 from aiokafka import AIOKafkaProducer
 
@@ -34,14 +42,16 @@ from bench.harness import (
     BenchError,
     Deployment,
     Plan,
+    cpu_seconds,
     end_offsets,
     read_since,
     wait_drained,
     wait_group,
 )
+from supplyflow.agents.positions import HEARTBEAT
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.sample import SampleRecord
-from supplyflow.app.topics import POSITIONS
+from supplyflow.app.topics import POSITIONS, changelog_topic_name
 from supplyflow.app.workload import DISTRIBUTOR, estimate_records, iter_records
 
 __all__ = ["percentile", "run_latency", "touched_positions"]
@@ -213,21 +223,30 @@ def _step(
     total_sent: int,
     timeout: float,
 ) -> dict[str, Any]:
-    positions = dep.topic(POSITIONS)
-    starts = asyncio.run(end_offsets(dep.bootstrap, [positions]))
+    positions, deltas = dep.topic(POSITIONS), dep.deltas_topic()
+    changelog = changelog_topic_name(dep.settings, "position")
+    starts = asyncio.run(end_offsets(dep.bootstrap, [positions, deltas, changelog]))
     hist_before = _buckets(worker)
+    cpu_before, clock = _cpu(worker), time.monotonic()
     achieved, last_touch = asyncio.run(_paced(dep, items, rate))
     drained = wait_drained(dep, total_sent, timeout)
-    emitted: dict[str, int] = {}
-    for record in asyncio.run(read_since(dep.bootstrap, positions, starts)):
-        key = record.key.decode()
-        emitted[key] = max(emitted.get(key, 0), record.timestamp)
+    cpu_share = (_cpu(worker) - cpu_before) / (time.monotonic() - clock)
+    ends = asyncio.run(end_offsets(dep.bootstrap, [changelog]))
+    emitted = _last_timestamps(asyncio.run(read_since(dep.bootstrap, positions, starts)))
+    via = _deltas_timestamps(asyncio.run(read_since(dep.bootstrap, deltas, starts)))
     samples = [
         float(emitted[key] - touched)
         for key, touched in last_touch.items()
         if emitted.get(key, -1) >= touched
     ]
+    first_hop, second_hop = [], []
+    for key, touched in last_touch.items():
+        through = via.get(key, -1)
+        if through >= touched and emitted.get(key, -1) >= through:
+            first_hop.append(float(through - touched))
+            second_hop.append(float(emitted[key] - through))
     hist_after = _buckets(worker)
+    written = sum(ends[tp] - starts.get(tp, 0) for tp in ends)
     return {
         "offered_per_s": rate,
         "achieved_per_s": round(achieved),
@@ -240,7 +259,39 @@ def _step(
         "max_ms": _ms(max(samples) if samples else None),
         "worker_histogram_p50_ms": _histogram_percentile(hist_before, hist_after, 0.50),
         "worker_histogram_p99_ms": _histogram_percentile(hist_before, hist_after, 0.99),
+        "via_deltas_samples": len(first_hop),
+        "input_to_deltas_p50_ms": _ms(percentile(first_hop, 0.50)),
+        "input_to_deltas_p99_ms": _ms(percentile(first_hop, 0.99)),
+        "deltas_to_position_p50_ms": _ms(percentile(second_hop, 0.50)),
+        "deltas_to_position_p99_ms": _ms(percentile(second_hop, 0.99)),
+        "worker_cpu_share": round(cpu_share, 3),
+        "position_changelog_per_event": round(written / len(items), 2),
     }
+
+
+def _cpu(worker: WorkerProcess) -> float:
+    return cpu_seconds(worker.proc.pid) if worker.proc else 0.0
+
+
+def _last_timestamps(records: Iterable[Any]) -> dict[str, int]:
+    """Key -> Kafka timestamp of its last record."""
+    last: dict[str, int] = {}
+    for record in records:
+        key = record.key.decode()
+        last[key] = max(last.get(key, 0), record.timestamp)
+    return last
+
+
+def _deltas_timestamps(records: Iterable[Any]) -> dict[str, int]:
+    """Position key -> Kafka timestamp of the last deltas record naming it."""
+    last: dict[str, int] = {}
+    for record in records:
+        if record.value == HEARTBEAT:
+            continue
+        _source, entries = msgpack.unpackb(record.value)
+        for key, _items in entries:
+            last[key] = max(last.get(key, 0), record.timestamp)
+    return last
 
 
 def run_latency(plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int) -> dict[str, Any]:

@@ -85,6 +85,25 @@ def _latency_md(part: dict[str, Any]) -> list[str]:
             f"| {_n(s['p50_ms'])} | {_n(s['p99_ms'])} | {_n(s['max_ms'])} | {hist} "
             f"| {'yes' if s['drained'] else 'no'} |"
         )
+    if all("worker_cpu_share" in s for s in part["steps"]):  # reports from 2026-11-27 on
+        lines += [
+            "",
+            "Where it goes: the two hops of a PO or order event (positions whose last change "
+            "came through the deltas topic), the worker's CPU share from the first record "
+            "sent until it drained, and the position changelog records (states and progress "
+            "markers) it wrote per event:",
+            "",
+            "| offered events/s | input → deltas p50 / p99 ms | deltas → position p50 / p99 ms "
+            "| worker CPU (one core: 100%) | position writes per event |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for s in part["steps"]:
+            first = f"{_n(s['input_to_deltas_p50_ms'])} / {_n(s['input_to_deltas_p99_ms'])}"
+            second = f"{_n(s['deltas_to_position_p50_ms'])} / {_n(s['deltas_to_position_p99_ms'])}"
+            lines.append(
+                f"| {s['offered_per_s']:,} | {first} | {second} "
+                f"| {_pct(s['worker_cpu_share'])} | {s['position_changelog_per_event']} |"
+            )
     return lines
 
 

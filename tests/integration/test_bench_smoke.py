@@ -60,6 +60,15 @@ def _check_latency(part: dict[str, Any], loads: int) -> None:
         assert step["samples"] <= step["positions_followed"]
         assert 0 <= step["p50_ms"] <= step["p99_ms"] <= step["max_ms"], step
         assert step["worker_histogram_p50_ms"] is not None, step
+        # where the time goes: CPU of one process, changelog writes, the two hops
+        assert 0 < step["worker_cpu_share"] <= (os.cpu_count() or 1) + 0.1, step
+        assert step["position_changelog_per_event"] > 0, step
+        assert step["via_deltas_samples"] <= step["samples"], step
+        if step["via_deltas_samples"]:
+            for hop in ("input_to_deltas", "deltas_to_position"):
+                assert 0 <= step[f"{hop}_p50_ms"] <= step[f"{hop}_p99_ms"], step
+    # PO and order events reach positions through the deltas topic at every load
+    assert all(step["via_deltas_samples"] > 0 for step in steps), steps
 
 
 def _check_state(part: dict[str, Any]) -> None:
@@ -102,6 +111,7 @@ def test_bench_smoke_writes_json_markdown_and_plots(bootstrap: str, tmp_path: Pa
     table = (out / f"{stem}.md").read_text()
     assert "| pipeline | events | seconds | events/s |" in table
     assert "| offered events/s |" in table
+    assert "| offered events/s | input → deltas p50 / p99 ms |" in table
     assert "restart with local state" in table
     assert table in result.stdout  # the run prints the same table
     for plot in ("throughput", "latency"):
