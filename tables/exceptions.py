@@ -159,6 +159,8 @@ class ExceptionBook:
         self, rule: Rule, detail: dict[str, Any], *, event_id: str | None, now: str
     ) -> None:
         """Resolve the exception if it is open."""
+        if not self.entries:  # the usual case: the entity never had an exception
+            return
         identity = identity_of(rule, detail)
         entry = self.entries.get(identity)
         if entry is None or not entry[1]:
@@ -214,5 +216,7 @@ class ExceptionBook:
 
 def identity_of(rule: str, detail: dict[str, Any]) -> str:
     """``RULE|value|value`` from the detail's identity fields, in a fixed order."""
+    if len(detail) < 2:  # every rule but PO acks (system, revision): no sort, no list
+        return rule if not detail else rule + "|" + str(next(iter(detail.values())))
     parts = [str(detail[k]) for k in sorted(detail)]
     return "|".join([rule, *parts])
