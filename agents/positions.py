@@ -62,6 +62,9 @@ __all__ = ["HEARTBEAT", "register_position_agent"]
 #: A deltas record from no source with no deltas: appended by earlier versions.
 HEARTBEAT: Final = msgpack.packb(["heartbeat", []])
 
+#: The inventory events a position applies (a tuple: ``A | B`` builds a union per use).
+_POSITION_EVENTS: Final = (InventoryAdjusted, InventorySnapshot)
+
 
 class PositionActor:
     """Applies one batch (mixed partitions, both topics) to the position table."""
@@ -151,7 +154,7 @@ class PositionActor:
                     work.deltas(msgpack.unpackb(msg.value))
                 continue
             item = by_offset.get(msg.offset)
-            if item is not None and isinstance(item.event, InventoryAdjusted | InventorySnapshot):
+            if item is not None and isinstance(item.event, _POSITION_EVENTS):
                 outcome = work.inventory(item.event, item.offset)
                 if not replayed(partition, item.offset, floors):
                     tally[(item.event.type, outcome)] += 1
