@@ -53,6 +53,7 @@ def _check_throughput(part: dict[str, Any]) -> None:
 def _check_latency(part: dict[str, Any], loads: int) -> None:
     steps = part["steps"]
     assert len(steps) == loads
+    assert part["warm_up_records"] > 0
     for step in steps:
         assert step["drained"] is True, step
         assert step["sent"] == round(step["offered_per_s"] * part["load_seconds"])
