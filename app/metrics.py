@@ -6,8 +6,7 @@ rule, system (only systems named in an SLA setting), table. Never an entity id.
 
 Counters and histograms are updated as records flow; :class:`WorkerCollector` computes the
 gauges that describe state (lag, table sizes, disk, RocksDB memory, recovery, open
-exceptions) when
-Prometheus scrapes, from callables the worker provides.
+exceptions) when Prometheus scrapes, from callables the worker provides.
 """
 
 from __future__ import annotations
