@@ -412,10 +412,10 @@ def _remaining(deadline: float) -> float:
     return max(_POLL_S, deadline - time.monotonic())
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process (Linux ``/proc``), 0 if it cannot be read."""
+def rss_bytes(worker: WorkerProcess) -> int:
+    """Resident memory of a worker (Linux ``/proc``), 0 if it is not running or unreadable."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
+        status = Path(f"/proc/{worker.proc.pid}/status").read_text() if worker.proc else ""
     except OSError:
         return 0
     for line in status.splitlines():
@@ -424,11 +424,13 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process used so far (Linux ``/proc``), 0 if unreadable."""
+def cpu_seconds(worker: WorkerProcess) -> float:
+    """CPU time (user + system) a worker used so far (Linux ``/proc``), 0 if not readable."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{worker.proc.pid}/stat").read_text() if worker.proc else ""
     except OSError:
+        return 0.0
+    if not stat:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -232,10 +232,10 @@ def _step(
     changelog = changelog_topic_name(dep.settings, "position")
     starts = asyncio.run(end_offsets(dep.bootstrap, [positions, deltas, changelog]))
     hist_before = _buckets(worker)
-    cpu_before, clock = _cpu(worker), time.monotonic()
+    cpu_before, clock = cpu_seconds(worker), time.monotonic()
     achieved, last_touch = asyncio.run(_paced(dep, items, rate))
     drained = wait_drained(dep, total_sent, timeout)
-    cpu_share = (_cpu(worker) - cpu_before) / (time.monotonic() - clock)
+    cpu_share = (cpu_seconds(worker) - cpu_before) / (time.monotonic() - clock)
     ends = asyncio.run(end_offsets(dep.bootstrap, [changelog]))
     emitted = _last_timestamps(asyncio.run(read_since(dep.bootstrap, positions, starts)))
     via = _deltas_timestamps(asyncio.run(read_since(dep.bootstrap, deltas, starts)))
@@ -272,10 +272,6 @@ def _step(
         "worker_cpu_share": round(cpu_share, 3),
         "position_changelog_per_event": round(written / len(items), 2),
     }
-
-
-def _cpu(worker: WorkerProcess) -> float:
-    return cpu_seconds(worker.proc.pid) if worker.proc else 0.0
 
 
 def _last_timestamps(records: Iterable[Any]) -> dict[str, int]:

@@ -105,7 +105,7 @@ def _table_keys(worker: WorkerProcess) -> dict[str, int]:
 def _rss_at_rest(worker: WorkerProcess) -> int:
     """RSS once the worker, idle, has returned its free heap pages (``app.memory``)."""
     time.sleep(TRIM_INTERVAL_S + _REST_MARGIN_S)
-    return rss_bytes(worker.proc.pid) if worker.proc else 0
+    return rss_bytes(worker)
 
 
 def _time_to_ready(dep: Deployment) -> tuple[float, WorkerProcess]:
@@ -153,7 +153,7 @@ def run_state(plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int) ->
             "open_pos": tracker.open,
             "orders": shape.orders,
             "ingest_seconds": round((last - first) / 1000, 3) if first and last else None,
-            "rss_bytes": rss_bytes(worker.proc.pid) if worker.proc else 0,
+            "rss_bytes": rss_bytes(worker),
             "disk_bytes": dir_bytes(data_dir),
             "table_keys": _table_keys(worker),
             "rss_rest_bytes": _rss_at_rest(worker),
@@ -170,7 +170,7 @@ def run_state(plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int) ->
         shutil.rmtree(data_dir)
         result["rebuild_seconds"], worker = _time_to_ready(dep)
         result["rebuild_table_keys"] = _table_keys(worker)
-        result["rebuild_rss_bytes"] = rss_bytes(worker.proc.pid) if worker.proc else 0
+        result["rebuild_rss_bytes"] = rss_bytes(worker)
         result["rebuild_rss_rest_bytes"] = _rss_at_rest(worker)
         result["rebuild_disk_bytes"] = dir_bytes(data_dir)
         print(
