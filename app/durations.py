@@ -3,7 +3,11 @@
 import re
 from datetime import timedelta
 
-__all__ = ["format_duration", "parse_duration", "parse_sla_map"]
+__all__ = ["MAX_DURATION", "format_duration", "parse_duration", "parse_sla_map"]
+
+#: The longest duration a setting takes (SLAs, grace...): 100 years. Deadlines add it to
+#: an ``occurred_at`` of at most year 9000, so every due time stays a valid date.
+MAX_DURATION = timedelta(days=36_500)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -20,6 +24,8 @@ def parse_duration(text: str) -> timedelta:
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds <= 0:
         raise ValueError(f"{text!r}: a duration must be greater than zero")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{text!r}: a duration must be at most {MAX_DURATION.days}d (100 years)")
     return timedelta(seconds=seconds)
 
 

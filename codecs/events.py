@@ -8,6 +8,7 @@ for forward compatibility; wrong types are rejected rather than coerced.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Union
 
 from pydantic import (
@@ -30,6 +31,9 @@ __all__ = [
     "EVENT_ADAPTER",
     "EVENT_TYPES",
     "EVENT_TYPE_TOPIC",
+    "NOT_PRINTABLE",
+    "OCCURRED_AT_MAX",
+    "OCCURRED_AT_MIN",
     "AnyEvent",
     "Line",
     "entity_key",
@@ -69,12 +73,44 @@ def _signed_qty(value: object) -> int:
 Qty = Annotated[int, BeforeValidator(_qty), WithJsonSchema(_QTY_SCHEMA)]
 #: A quantity that may be negative (``delta``, a snapshot's ``on_hand``).
 SignedQty = Annotated[int, BeforeValidator(_signed_qty), WithJsonSchema(_SIGNED_QTY_SCHEMA)]
-Id = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
-Name = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+#: Characters no identifier may contain: control characters (C0, DEL, C1), Unicode format
+#: characters (zero-width, bidi overrides, soft hyphen, BOM...) and the line and paragraph
+#: separators. Identifiers become Kafka keys, table keys and log fields: these would hide
+#: in logs, spoof other ids, or reach the key space supplyflow keeps for itself (internal
+#: table keys start with NUL). The class reads the same in Python, ECMAScript and the Rust
+#: regex engine pydantic uses, so the exported JSON Schemas say exactly what is checked.
+NOT_PRINTABLE: Final = (
+    r"\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u180e"
+    r"\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+)
+_PRINTABLE: Final = rf"^[^{NOT_PRINTABLE}]+$"
+Id = Annotated[
+    str, StringConstraints(strict=True, min_length=1, max_length=128, pattern=_PRINTABLE)
+]
+Name = Annotated[
+    str, StringConstraints(strict=True, min_length=1, max_length=64, pattern=_PRINTABLE)
+]
 Text = Annotated[str, StringConstraints(strict=True, max_length=1024)]
 #: SKUs and locations form the key ``SKU@LOCATION``, so neither may contain ``@``.
 Code = Annotated[
-    str, StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[^@\s]+$")
+    str,
+    StringConstraints(
+        strict=True, min_length=1, max_length=64, pattern=rf"^[^@\s{NOT_PRINTABLE}]+$"
+    ),
+]
+#: The range of ``occurred_at`` (UTC). Deadlines add an SLA and the grace (each at most
+#: :data:`~supplyflow.app.durations.MAX_DURATION`) to it, and every time supplyflow
+#: writes must stay a valid RFC 3339 date: a year-9999 time with a negative offset is
+#: year 10000 in UTC, which no date type holds.
+OCCURRED_AT_MIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
+OCCURRED_AT_MAX: Final = datetime(9000, 1, 1, tzinfo=UTC)
+OccurredAt = Annotated[
+    AwareDatetime,
+    Field(
+        ge=OCCURRED_AT_MIN,
+        lt=OCCURRED_AT_MAX,
+        description="RFC 3339 with a zone; 1970-01-01T00:00:00Z <= UTC time < 9000-01-01T00:00:00Z",
+    ),
 ]
 Revision = Annotated[StrictInt, Field(ge=0, lt=2**53)]
 AckStatus = Literal["accepted", "rejected"]
@@ -232,7 +268,7 @@ class Envelope(_Model):
     type: str
     schema_version: Annotated[StrictInt, Field(ge=1, le=SCHEMA_VERSION)]
     source: Name
-    occurred_at: AwareDatetime
+    occurred_at: OccurredAt
 
 
 class PoCreated(Envelope):

@@ -512,7 +512,10 @@ def test_a_tightened_max_length_is_reported() -> None:
 
 
 def test_a_widened_model_is_compatible() -> None:
-    longer = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+    printable = rf"^[^{events.NOT_PRINTABLE}]+$"
+    longer = Annotated[
+        str, StringConstraints(strict=True, min_length=1, max_length=128, pattern=printable)
+    ]
     data = _variant(
         events.OrderShippedData,
         carrier=(longer | None, None),

@@ -114,11 +114,46 @@ def test_inventory_key_is_sku_at_location() -> None:
             "schema",
         ),
         (lambda b: {**b, "data": {**PO, "location": "DC@1"}}, "schema"),
+        # identifiers are printable: no control or format characters (internal table keys
+        # start with NUL, so no id can name one)
+        (lambda b: {**b, "data": {**PO, "po_id": "\x00offset:po.events"}}, "schema"),
+        (lambda b: {**b, "data": {**PO, "po_id": "PO-17\n"}}, "schema"),
+        (lambda b: {**b, "data": {**PO, "supplier_id": "S\u202e1"}}, "schema"),
+        (lambda b: {**b, "data": {**PO, "location": "DC\x7f1"}}, "schema"),
+        (lambda b: {**b, "event_id": "e\u200b1"}, "schema"),
+        (lambda b: {**b, "source": "erp\x00"}, "schema"),
+        # occurred_at within [1970-01-01, 9000-01-01) UTC
+        (lambda b: {**b, "occurred_at": "9999-12-31T23:59:59-14:00"}, "schema"),
+        (lambda b: {**b, "occurred_at": "8999-12-31T23:00:00-14:00"}, "schema"),
+        (lambda b: {**b, "occurred_at": "1969-12-31T23:59:59Z"}, "schema"),
         (lambda b: {**b, "data": {**PO, "po_id": "PO-18"}}, "key_mismatch"),
     ],
 )
 def test_bad_records_get_their_reason(mutate: Any, reason: str) -> None:
     assert reason_of("po.events", b"PO-17", mutate(envelope("po.created", PO))) == reason
+
+
+def test_printable_ids_and_times_at_the_bounds_are_accepted() -> None:
+    body = envelope(
+        "po.created",
+        {**PO, "po_id": "PO 17 é", "supplier_id": "Zulieferer-Ä"},
+        occurred_at="8999-12-31T23:59:59.999Z",
+    )
+    assert decode("po.events", "PO 17 é".encode(), body).data.po_id == "PO 17 é"
+    early = envelope("po.created", PO, occurred_at="1970-01-01T00:00:00Z")
+    assert decode("po.events", b"PO-17", early).occurred_at.year == 1970
+
+
+def test_a_header_key_that_is_not_utf8_is_invalid_header() -> None:
+    # aiokafka (patched, app.kafka_records) hands such a key over with its bytes kept as
+    # lone surrogates
+    bad_key = b"tr\xffce".decode("utf-8", "surrogateescape")
+    body = envelope("po.created", PO)
+    with pytest.raises(DecodeError) as info:
+        decode("po.events", b"PO-17", body, headers=[("ok", b"1"), (bad_key, b"x")])
+    assert info.value.reason == "invalid_header"
+    assert "tr\\xffce" in info.value.detail
+    assert decode("po.events", b"PO-17", body, headers=[("tracé", b"x")]).data.po_id == "PO-17"
 
 
 def test_syntax_shape_size_and_content_type() -> None:
