@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supplyflow import __version__
+from supplyflow.app import kafka_records
 from supplyflow.errors import SupplyflowError
 
 if TYPE_CHECKING:
@@ -359,6 +360,9 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``supplyflow`` console script."""
     args = _parser().parse_args(argv)
+    # Every command's Kafka consumers (the worker's, the dlq tools') take records whose
+    # header keys are not UTF-8 (see app/kafka_records.py).
+    kafka_records.install()
     if args.command != "worker":  # the worker configures logging through Faust
         _setup_logging("INFO")
     try:

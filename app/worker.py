@@ -31,7 +31,7 @@ from supplyflow.agents.ingest import (
 from supplyflow.agents.positions import register_position_agent
 from supplyflow.agents.reader import InputReader, register_ticks_agent
 from supplyflow.agents.state import StateTables, state_table
-from supplyflow.app import faust_patches
+from supplyflow.app import faust_patches, kafka_records
 from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.faust_patches import (
@@ -144,6 +144,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     """Create the worker's Faust app, topics, agents and views."""
     register_codecs()
     faust_patches.install()
+    kafka_records.install()
     rocksdb_memory = faust_patches.share_rocksdb_memory(ROCKSDB_CACHE_BYTES, ROCKSDB_MEMTABLE_BYTES)
     metrics = Metrics(registry or CollectorRegistry(), app_id=settings.app_id, version=__version__)
     brokers = [f"kafka://{host}" for host in settings.bootstrap.split(",")]

@@ -1,7 +1,8 @@
 """Turn one raw input record (key, value bytes, headers) into a canonical event.
 
 Checks run cheapest first and stop at the first failure, whose reason is what the
-dead-letter record carries: size, content type, syntax, shape, type, topic, schema, key.
+dead-letter record carries: size, header keys, content type, syntax, shape, type, topic,
+schema, key.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "Headers",
     "content_type",
     "decode_input",
+    "header_key_bytes",
 ]
 
 Headers = Sequence[tuple[str, bytes]]
@@ -36,6 +38,23 @@ MSGPACK_CONTENT_TYPES: Final = frozenset(
 _MAX_PROBLEMS: Final = 5
 #: msgpack limits: no legitimate event nests deeper or carries more items than these.
 _MSGPACK_MAX_ITEMS: Final = 100_000
+
+
+def header_key_bytes(name: str) -> bytes:
+    """The bytes a producer sent as a header key (see :mod:`supplyflow.app.kafka_records`:
+    keys that are not UTF-8 arrive with their bytes kept as lone surrogates)."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _check_header_keys(headers: Headers) -> None:
+    for name, _ in headers:
+        if name.isascii():
+            continue
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            shown = header_key_bytes(name)[:64]
+            raise DecodeError("invalid_header", f"header key {shown!r} is not UTF-8") from exc
 
 
 def content_type(headers: Headers | None) -> str | None:
@@ -100,6 +119,8 @@ def decode_input(
     size = len(value or b"") + len(key or b"")
     if size > max_bytes:
         raise DecodeError("too_large", f"record is {size} bytes, the limit is {max_bytes}")
+    if headers:
+        _check_header_keys(headers)
     if not value:
         raise DecodeError("invalid_json", "record has no value (tombstone or empty)")
     raw = _parse(value, content_type(headers))

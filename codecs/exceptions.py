@@ -9,6 +9,7 @@ __all__ = ["REASONS", "DecodeError", "Reason"]
 #: Machine-readable reasons a record is dead-lettered (the ``reason`` field in ``dlq``).
 Reason = Literal[
     "too_large",
+    "invalid_header",
     "unsupported_content_type",
     "invalid_json",
     "invalid_msgpack",

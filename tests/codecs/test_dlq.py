@@ -1,8 +1,12 @@
+import base64
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
+import pytest
 
 from supplyflow.codecs import DecodeError, build_dead_letter, parse_dead_letter
+from supplyflow.codecs.dlq import TRUNCATED_HEADER
 
 
 def test_dead_letter_keeps_original_bytes_headers_and_provenance() -> None:
@@ -54,3 +58,68 @@ def test_text_copy_for_readable_values_and_missing_key() -> None:
     assert body["key"] is None
     assert body["value_text"] == '{"a": 1}'
     assert body["event_id"] == "e-9"
+
+
+def _letter(**kw: object) -> Any:
+    args: dict[str, Any] = {
+        "topic": "po.events",
+        "partition": 1,
+        "offset": 7,
+        "timestamp_ms": None,
+        "key": b"PO-1",
+        "value": b"{}",
+        "headers": [],
+        "now": datetime(2026, 11, 27, 10, 0, tzinfo=UTC),
+    }
+    args.update(kw)
+    return build_dead_letter(DecodeError("schema", "bad", event_id="e-1"), **args)
+
+
+def _size(letter: Any) -> int:
+    headers = sum(len(name.encode()) + len(value) for name, value in letter.headers)
+    return len(letter.key or b"") + len(letter.value) + headers
+
+
+def test_a_header_key_that_is_not_utf8_is_kept_in_the_value_not_on_the_letter() -> None:
+    raw_key = b"tr\xffce"
+    letter = _letter(headers=[(raw_key.decode("utf-8", "surrogateescape"), b"v"), ("ok", b"1")])
+    names = [name for name, _ in letter.headers]
+    assert "ok" in names
+    assert all(name.encode() for name in names)  # every key on the letter is UTF-8
+    entries = orjson.loads(letter.value)["headers"]
+    assert base64.b64decode(entries[0]["key_b64"]) == raw_key
+    assert entries[1] == {"key": "ok", "value_b64": base64.b64encode(b"1").decode()}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "headers"),
+    [
+        (b"K" * 2_000_000, b"{}", []),  # a 2 MB key
+        (b"PO-1", b"v" * 3_000_000, []),  # a value that base64 makes too large
+        (b"PO-1", b"{}", [("big", b"h" * 1_500_000), ("big2", b"h" * 1_500_000)]),
+    ],
+)
+def test_a_letter_larger_than_the_topic_takes_is_truncated_and_says_so(
+    key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+) -> None:
+    limit = 1_000_000
+    letter = _letter(key=key, value=value, headers=headers, max_bytes=limit)
+    assert _size(letter) <= limit
+    body = parse_dead_letter(letter.value)
+    truncated = dict(letter.headers)[TRUNCATED_HEADER].decode()
+    assert body["truncated"]
+    for part, size in body["truncated"].items():
+        assert f"{part}={size}" in truncated
+    assert value.startswith(body["value"])
+    assert key.startswith(body["key"])
+    assert body["reason"] == "schema"
+    assert body["source"]["offset"] == 7
+    assert dict(letter.headers)["supplyflow-source-offset"] == b"7"
+
+
+def test_a_letter_that_fits_is_not_truncated() -> None:
+    letter = _letter(value=b"v" * 10_000, max_bytes=1_000_000)
+    body = parse_dead_letter(letter.value)
+    assert body["value"] == b"v" * 10_000
+    assert "truncated" not in body
+    assert TRUNCATED_HEADER not in dict(letter.headers)
