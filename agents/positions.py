@@ -45,6 +45,7 @@ from supplyflow.app.topics import (
     deltas_topic_name,
 )
 from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
+from supplyflow.codecs.packing import unpack
 from supplyflow.tables.common import epoch_ms
 from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import (
@@ -151,7 +152,7 @@ class PositionActor:
             msg = source_event.message
             if msg.topic != self.inventory_topic:
                 if msg.value != HEARTBEAT:
-                    work.deltas(msgpack.unpackb(msg.value))
+                    work.deltas(unpack(msg.value))
                 continue
             item = by_offset.get(msg.offset)
             if item is not None and isinstance(item.event, _POSITION_EVENTS):

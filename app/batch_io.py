@@ -32,33 +32,26 @@ import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
-import msgpack
 from aiokafka.partitioner import DefaultPartitioner
 from faust.streams import current_event
 from faust.types import TP
 from rocksdict import WriteBatch
 
 from supplyflow.app.keys import partition_of
+from supplyflow.codecs.packing import pack, unpack
 
 __all__ = ["Outbox", "ScopedTable", "TableIO", "encode"]
 
 Headers = Sequence[tuple[str, bytes]]
 
 
-#: One packer for the worker's event loop: ``msgpack.packb`` builds a new one per call,
-#: twice the time of packing a state (a packer resets its buffer after every call, and
-#: after an error too).
-_PACKER: Final = msgpack.Packer(use_bin_type=True)
-
-
 def encode(obj: Any) -> bytes:
     """A table key or value as Faust's ``msgpack`` codec writes it."""
-    packed: bytes = _PACKER.pack(obj)
-    return packed
+    return pack(obj)
 
 
 def _decode(raw: bytes) -> Any:
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    return unpack(raw)
 
 
 #: Kafka's default partitioner (murmur2 of the key; a random partition without one).

@@ -11,6 +11,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
+import orjson
+
 __all__ = ["MAX_ABS_UNITS", "SCALE", "format_qty", "parse_qty", "qty_to_json"]
 
 SCALE: Final = 1000
@@ -84,12 +86,16 @@ def format_qty(milli: int) -> str:
     return f"{sign}{whole}.{frac:03d}".rstrip("0")
 
 
-def qty_to_json(milli: int) -> int | float:
+def qty_to_json(milli: int) -> int | float | orjson.Fragment:
     """The JSON number for a quantity: an int when whole, else the exact short float.
 
     Every quantity within range has at most 15 significant digits, so the float's repr
-    (what orjson writes) is exactly the decimal value.
+    (what orjson writes) is exactly the decimal value. A sum beyond that range (a
+    position's totals add up without bound) is written as the exact decimal number text
+    (an ``orjson.Fragment``): no float rounding, no 64-bit limit.
     """
+    if not -_MAX_ABS_MILLI < milli < _MAX_ABS_MILLI:
+        return orjson.Fragment(format_qty(milli).encode())
     whole, frac = divmod(milli, SCALE)
     if not frac:
         return whole

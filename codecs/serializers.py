@@ -14,6 +14,7 @@ import orjson
 from faust.serializers import codecs
 
 from supplyflow.codecs.exceptions import DecodeError
+from supplyflow.codecs.packing import pack, unpack
 
 __all__ = ["JSON_CODEC", "MSGPACK_CODEC", "MsgpackCodec", "OrjsonCodec", "register_codecs"]
 
@@ -35,14 +36,15 @@ class OrjsonCodec(codecs.Codec):
 
 
 class MsgpackCodec(codecs.Codec):
-    """MessagePack with str keys and bin for bytes; lists come back as lists."""
+    """MessagePack with str keys and bin for bytes; lists come back as lists; integers of
+    any size (:mod:`supplyflow.codecs.packing`)."""
 
     def _dumps(self, obj: Any) -> bytes:
-        return msgpack.packb(obj, use_bin_type=True)
+        return pack(obj)
 
     def _loads(self, s: bytes) -> Any:
         try:
-            return msgpack.unpackb(s, raw=False, strict_map_key=False)
+            return unpack(s)
         except (ValueError, msgpack.UnpackException) as exc:
             raise DecodeError("invalid_msgpack", str(exc)) from exc
 

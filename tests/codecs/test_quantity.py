@@ -124,3 +124,15 @@ def _fast(value: object, signed: bool) -> int | str:
 )
 def test_the_fast_path_answers_as_the_decimal_parser(value: object, signed: bool) -> None:
     assert _fast(value, signed) == _slow(value, signed)
+
+
+def test_sums_beyond_the_float_range_are_exact_json_numbers() -> None:
+    import orjson
+
+    for milli, text in [
+        (10**15, b"1000000000000"),
+        (-(10**15) - 500, b"-1000000000000.5"),
+        (2**80 * 1000 + 125, b"1208925819614629174706176.125"),
+    ]:
+        assert orjson.dumps(qty_to_json(milli)) == text
+    assert qty_to_json(10**15 - 1) == 999_999_999_999.999
