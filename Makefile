@@ -60,7 +60,7 @@ test: venv system-deps
 	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
 	exit $$rc
 
-# Fault injection (README "Fault injection"): six cases on ~100k generated records each
+# Fault injection (docs/guarantees.md, "Fault injection"): six cases on ~100k generated records each
 # (SIGKILLs, broker restart, join/leave, deleted data dir, input before/while workers start),
 # checked exactly; a summary table closes the output. SUPPLYFLOW_FAULTS_SEED=n repeats a run.
 faults: venv system-deps
@@ -73,7 +73,7 @@ faults: venv system-deps
 	exit $$rc
 
 # Benchmarks against a real local broker, started (and stopped) here unless one answers.
-# `bench` is the full run and rewrites the README's table; `bench-quick` is scaled down.
+# `bench` is the full run and rewrites the table in docs/benchmarks.md; `bench-quick` is scaled down.
 BENCH_ARGS ?=
 bench: venv
 	@started=0; \

@@ -6,8 +6,8 @@ changelog ``send_soon`` through its producer buffer, and an offset write to Rock
 delivery callback. At the distributor profile's full scale a worker produces about 5.5
 records per input event (position changelog 2.4, positions, deltas, entity changelogs),
 and py-spy put about 40% of its CPU in those layers and in the many small produce
-requests they cause (``python -m bench throughput``; see the README's "Where the time
-goes").
+requests they cause (``python -m bench throughput``; see "Where the time goes" in
+docs/benchmarks.md).
 
 * :class:`Outbox` collects the records a batch of input causes and hands each topic
   partition's records to the Kafka client as one record batch (aiokafka's

@@ -2,7 +2,8 @@
 
 ``all`` (the default) runs every part in one run against the broker at
 ``SUPPLYFLOW_BOOTSTRAP`` and writes ``<out>/<date>-<host>.json``, ``.md`` and PNG plots;
-``readme`` rewrites the README's benchmark section from the newest complete report.
+``readme`` rewrites the generated section of ``docs/benchmarks.md`` from the newest
+complete report.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.harness import PLANS, Plan, prime
-from bench.report import latest_report, markdown, update_readme, write
+from bench.report import latest_report, markdown, update_page, write
 from supplyflow.app import local_kafka
 from supplyflow.app.topics import delete_topics
 from supplyflow.errors import SupplyflowError
@@ -51,7 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         "--bootstrap", default=os.environ.get("SUPPLYFLOW_BOOTSTRAP", "127.0.0.1:9092")
     )
     parser.add_argument("--report", type=Path, help="readme: this report, not the newest")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument(
+        "--page",
+        "--readme",
+        type=Path,
+        default=ROOT / "docs" / "benchmarks.md",
+        help="readme: the page whose generated section is rewritten",
+    )
     return parser
 
 
@@ -107,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.part == "readme":
             source = args.report or latest_report(args.out)
-            update_readme(args.readme, source)
-            print(f"{args.readme}: benchmark section from {source}")
+            update_page(args.page, source)
+            print(f"{args.page}: benchmark section from {source}")
             return 0
         plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
         if args.scale is not None:

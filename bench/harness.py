@@ -223,8 +223,8 @@ def prime(bootstrap: str, run_id: str, work: Path, names: Iterable[str]) -> None
     """Start and stop one worker per deployment before any input exists, all at once.
 
     A worker's first start creates its changelog topics; a worker that processes input
-    while they are that new can crash its position agent (see the README's benchmark
-    section). Priming makes the measured starts ordinary restarts of the deployment.
+    while they are that new can crash its position agent (see docs/benchmarks.md,
+    "Running them"). Priming makes the measured starts ordinary restarts of the deployment.
     """
     deployments = [Deployment(bootstrap, run_id, name, work) for name in names]
     try:

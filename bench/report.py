@@ -1,11 +1,13 @@
-"""A run's report: JSON, a Markdown table, PNG plots, and the README's benchmark section.
+"""A run's report: JSON, a Markdown table, PNG plots, and the generated section of
+``docs/benchmarks.md``.
 
-Everything here is computed from the JSON report, so the README's table can be rebuilt
+Everything here is computed from the JSON report, so that page's tables can be rebuilt
 from any saved run with ``python -m bench readme``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,10 +18,11 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
 import orjson
 
-__all__ = ["README_BEGIN", "README_END", "latest_report", "markdown", "update_readme", "write"]
+__all__ = ["SECTION_BEGIN", "SECTION_END", "latest_report", "markdown", "update_page", "write"]
 
-README_BEGIN: Final = "<!-- bench:begin (python -m bench readme) -->"
-README_END: Final = "<!-- bench:end -->"
+#: The generated section of the page (``docs/benchmarks.md``) lies between these lines.
+SECTION_BEGIN: Final = "<!-- bench:begin (python -m bench readme) -->"
+SECTION_END: Final = "<!-- bench:end -->"
 _MIB: Final = 1 << 20
 
 
@@ -224,19 +227,19 @@ def latest_report(results: Path) -> Path:
     return max(complete)[1]
 
 
-def update_readme(readme: Path, report_path: Path) -> None:
-    """Replace the README's generated benchmark section with ``report_path``'s tables."""
+def update_page(page: Path, report_path: Path) -> None:
+    """Replace the generated benchmark section of ``page`` with ``report_path``'s tables.
+
+    Links to the report's files are relative to the page's folder, so they resolve
+    wherever the page sits in the repository (``docs/benchmarks.md``: ``../bench/...``).
+    """
     report = orjson.loads(report_path.read_bytes())
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} section to replace")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    folder = report_path.parent
-    try:
-        shown = folder.relative_to(readme.parent.resolve())
-    except ValueError:
-        shown = folder
+    text = page.read_text()
+    if SECTION_BEGIN not in text or SECTION_END not in text:
+        raise ValueError(f"{page} has no {SECTION_BEGIN} ... {SECTION_END} section to replace")
+    head, rest = text.split(SECTION_BEGIN, 1)
+    _, tail = rest.split(SECTION_END, 1)
+    shown = Path(os.path.relpath(report_path.parent.resolve(), page.parent.resolve())).as_posix()
     stem = report["stem"]
     body = [
         markdown(report),
@@ -244,4 +247,4 @@ def update_readme(readme: Path, report_path: Path) -> None:
         "",
         f"Full numbers: [`{shown}/{stem}.json`]({shown}/{stem}.json).",
     ]
-    readme.write_text(f"{head}{README_BEGIN}\n{chr(10).join(body)}\n{README_END}{tail}")
+    page.write_text(f"{head}{SECTION_BEGIN}\n{chr(10).join(body)}\n{SECTION_END}{tail}")

@@ -120,11 +120,12 @@ def test_bench_smoke_writes_json_markdown_and_plots(bootstrap: str, tmp_path: Pa
         assert width >= 400
         assert height >= 300
 
-    # The README's section is rebuilt from the report, not typed.
-    readme = tmp_path / "README.md"
-    shutil.copy(ROOT / "README.md", readme)
+    # The benchmarks page's section is rebuilt from the report, not typed.
+    page = tmp_path / "docs" / "benchmarks.md"
+    page.parent.mkdir()
+    shutil.copy(ROOT / "docs" / "benchmarks.md", page)
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "readme", "--out", str(out), "--readme", str(readme)],
+        [sys.executable, "-m", "bench", "readme", "--out", str(out), "--page", str(page)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -132,6 +133,7 @@ def test_bench_smoke_writes_json_markdown_and_plots(bootstrap: str, tmp_path: Pa
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    text = readme.read_text()
+    text = page.read_text()
     assert table.strip() in text
     assert text.count("<!-- bench:begin") == 1
+    assert f"](../{out.name}/{stem}-throughput.png)" in text, "links are relative to the page"
