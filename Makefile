@@ -10,8 +10,9 @@ export SUPPLYFLOW_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 .PHONY: venv demo test faults bench bench-quick test-unit test-integration lint typecheck kafka-up kafka-down clean system-deps
 
 # Debian packages the test suite drives: Chromium + ChromeDriver (status page in a real
-# browser) and Prometheus's promtool (metrics and config checks). Installed only if missing.
-SYSTEM_BINARIES := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/promtool
+# browser), Prometheus's promtool (metrics and config checks) and kcat (producing with
+# librdkafka's default partitioner, as many users' clients do). Installed only if missing.
+SYSTEM_BINARIES := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/promtool /usr/bin/kcat
 
 venv: $(STAMP)
 
@@ -42,8 +43,8 @@ typecheck: venv
 system-deps:
 	@missing=0; for b in $(SYSTEM_BINARIES); do [ -x $$b ] || missing=1; done; \
 	if [ $$missing -eq 1 ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install chromium chromium-driver prometheus"; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver prometheus >/dev/null; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install chromium chromium-driver prometheus kcat"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver prometheus kcat >/dev/null; \
 	fi
 
 # The whole suite: lint, types, unit tests, then integration tests against a real local

@@ -21,6 +21,7 @@ from supplyflow.errors import SupplyflowError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from supplyflow.app.partitioners import Partitioner
     from supplyflow.app.sample import SampleRecord
     from supplyflow.app.settings import Settings
 
@@ -77,6 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     produce.add_argument(
         "--seed", type=int, default=7, help="load: the same seed gives the same records"
+    )
+    produce.add_argument(
+        "--partitioner",
+        choices=["murmur2", "crc32", "fnv1a", "round-robin", "random"],
+        default="murmur2",
+        help="how records are spread over partitions, as your producers do: murmur2 (Java, "
+        "aiokafka), crc32 (librdkafka: kcat, confluent-kafka), fnv1a (Sarama), round-robin "
+        "(kafka-go), random (default murmur2; supplyflow routes every record to the "
+        "partition that owns its key whichever you use)",
     )
 
     sub.add_parser("demo", help="start everything, run the sample scenario, show the result")
@@ -183,23 +193,25 @@ def _scram_users(args: argparse.Namespace) -> dict[str, str]:
 
 def _cmd_produce(args: argparse.Namespace) -> int:
     from supplyflow.app.exceptions import AppError
+    from supplyflow.app.partitioners import partitioner
     from supplyflow.app.produce import produce_records
     from supplyflow.app.settings import load_settings
     from supplyflow.app.topics import ensure_topics
 
     settings = load_settings(args.config)
     run_id = args.run_id or args.scenario
+    spread = partitioner(args.partitioner, args.seed)
     if args.scenario == "load":
         if not args.scale > 0:
             raise AppError(f"--scale must be a positive number, not {args.scale}")
-        return _produce_load(settings, run_id, args.scale, args.seed)
+        return _produce_load(settings, run_id, args.scale, args.seed, spread)
     from supplyflow.app.sample import sample_scenario
 
     records = sample_scenario(run_id, max_record_bytes=settings.max_record_bytes)
 
     async def run() -> int:
         await ensure_topics(settings)
-        return await produce_records(settings, records)
+        return await produce_records(settings, records, partitioner=spread)
 
     sent = asyncio.run(run())
     bad = sum(1 for r in records if r.expect != "ok")
@@ -207,7 +219,9 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _produce_load(settings: Settings, run_id: str, scale: float, seed: int) -> int:
+def _produce_load(
+    settings: Settings, run_id: str, scale: float, seed: int, spread: Partitioner
+) -> int:
     from collections import Counter
 
     from tqdm import tqdm
@@ -236,7 +250,9 @@ def _produce_load(settings: Settings, run_id: str, scale: float, seed: int) -> i
 
         async def run() -> int:
             await ensure_topics(settings)
-            return await produce_records(settings, counted(), on_progress=progress)
+            return await produce_records(
+                settings, counted(), on_progress=progress, partitioner=spread
+            )
 
         sent = asyncio.run(run())
         bar.total = sent  # the estimate was close; end the bar at 100%

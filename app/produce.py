@@ -1,4 +1,5 @@
-"""Producing records to supplyflow's input topics with aiokafka (default murmur2 partitioner)."""
+"""Producing records to supplyflow's input topics with aiokafka (murmur2 partitioner by
+default, or any of :mod:`supplyflow.app.partitioners`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from aiokafka.errors import KafkaError
 
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.kafka_clients import client_options, connection_error
+from supplyflow.app.partitioners import Partitioner
 from supplyflow.app.sample import SampleRecord
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import max_input_message_bytes
@@ -33,13 +35,17 @@ async def produce_records(
     *,
     pause_s: float = 0.0,
     on_progress: Callable[[int], None] | None = None,
+    partitioner: Partitioner | None = None,
 ) -> int:
     """Send ``records`` (topic names without prefix) in order; return how many were sent.
 
     ``records`` may be a lazy iterator of any length: at most ``_MAX_IN_FLIGHT`` sends are
     pending at a time. With ``pause_s``, each record is delivered before the pause and the
     next one. ``on_progress`` gets the number of records sent since its previous call.
+    ``partitioner`` picks each record's partition (default: murmur2 of the key, as Kafka's
+    Java client).
     """
+    extra = {} if partitioner is None else {"partitioner": partitioner}
     producer = AIOKafkaProducer(
         **client_options(settings),
         max_request_size=max_input_message_bytes(settings),
@@ -47,6 +53,7 @@ async def produce_records(
         linger_ms=_LINGER_MS,
         acks="all",
         enable_idempotence=True,
+        **extra,
     )
     try:
         await producer.start()
