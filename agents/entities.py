@@ -29,7 +29,7 @@ from supplyflow.app.keys import partition_for
 from supplyflow.app.metrics import Metrics
 from supplyflow.codecs import DecodeError
 from supplyflow.tables.batch import apply_entity_batch
-from supplyflow.tables.common import Rejection, iso_ms
+from supplyflow.tables.common import Rejection
 from supplyflow.tables.exceptions import Rules, Transition
 
 __all__ = ["EntityActor", "EntityKind", "wall_clock_ms"]
@@ -96,8 +96,7 @@ class EntityActor:
     async def __call__(self, accepted: Sequence[Accepted]) -> list[str | DecodeError]:
         """Apply, queue the outputs and stage the states; the agent flushes and commits."""
         results: dict[int, str | DecodeError] = {}
-        now = iso_ms(self.clock())
-        apply = partial(self.kind.apply, rules=self.rules, now=now)
+        apply = partial(self.kind.apply, rules=self.rules)
         for partition, items in by_partition(accepted).items():
             batch = apply_entity_batch(
                 [(i.event.data.entity_key, i.event, i.offset) for i in items],

@@ -160,9 +160,13 @@ def apply_order_event(
     offset: int,
     *,
     rules: Rules = NO_RULES,
-    now: str = "",
 ) -> tuple[OrderState | None, Applied | Rejection]:
-    """Apply one event to an order (``None``: not placed yet). Mutates and returns it."""
+    """Apply one event to an order (``None``: not placed yet). Mutates and returns it.
+
+    The exceptions it opens or resolves are stamped with its ``occurred_at`` (event time);
+    an answer after its deadline records the breach.
+    """
+    now = iso_ms(epoch_ms(event.occurred_at))
     if state is None:
         if not isinstance(event, OrderPlaced):
             return None, Rejection(
@@ -191,15 +195,13 @@ def apply_order_event(
         return state, Applied("stale")  # placed twice: the first placement stands
     if isinstance(event, OrderAcknowledged):
         state.acks[event.data.system] = event.data.status
-        _on_ack(state, book, event, now)
+        _on_ack(state, book, event, rules, now)
     elif isinstance(event, OrderCancelled):
         state.cancelled = True
     elif isinstance(event, OrderInvoiced):
         shipment_id = event.data.shipment_id
         state.invoices[shipment_id] = event.data.invoice_id
-        state.deadlines = [
-            d for d in state.deadlines if not (d[1] == "invoice" and d[2] == shipment_id)
-        ]
+        _answer(state, book, rules, "invoice", shipment_id, at_ms=epoch_ms(event.occurred_at))
         book.resolve(
             "INVOICE_MISSING", {"shipment_id": shipment_id}, event_id=event.event_id, now=now
         )
@@ -213,9 +215,11 @@ def apply_order_event(
         elif isinstance(event, OrderShipped):
             shipment_id = event.data.shipment_id
             if rules.invoice_ms is not None and shipment_id not in state.invoices:
-                state.deadlines = [
-                    d for d in state.deadlines if not (d[1] == "invoice" and d[2] == shipment_id)
-                ]
+                # A correction restarts the shipment's deadline; one it had already
+                # passed when the correction happened was breached.
+                _answer(
+                    state, book, rules, "invoice", shipment_id, at_ms=epoch_ms(event.occurred_at)
+                )
                 state.deadlines.append(
                     [
                         epoch_ms(event.occurred_at) + rules.invoice_ms,
@@ -236,9 +240,26 @@ def _finish(state: OrderState, event: OrderEvent, offset: int, book: ExceptionBo
     return Applied("applied", deltas, book.transitions)
 
 
-def _on_ack(state: OrderState, book: ExceptionBook, event: OrderAcknowledged, now: str) -> None:
+def _answer(
+    state: OrderState, book: ExceptionBook, rules: Rules, kind: str, subject: str, *, at_ms: int
+) -> None:
+    """Remove the ``kind`` deadlines of ``subject``, answered at ``at_ms`` (event time); one
+    it answered after its due time plus grace was breached: its exception opens (raised
+    at due + grace) for the caller to resolve."""
+    kept = []
+    for deadline in state.deadlines:
+        if deadline[1] != kind or deadline[2] != subject:
+            kept.append(deadline)
+        elif at_ms > deadline[0] + rules.grace_ms:
+            _open_missing(state, book, deadline, rules)
+    state.deadlines = kept
+
+
+def _on_ack(
+    state: OrderState, book: ExceptionBook, event: OrderAcknowledged, rules: Rules, now: str
+) -> None:
     ack = event.data
-    state.deadlines = [d for d in state.deadlines if not (d[1] == "ack" and d[2] == ack.system)]
+    _answer(state, book, rules, "ack", ack.system, at_ms=epoch_ms(event.occurred_at))
     detail = {"system": ack.system}
     book.resolve("ACK_MISSING", detail, event_id=event.event_id, now=now)
     if ack.status == "accepted":
@@ -254,36 +275,44 @@ def _on_ack(state: OrderState, book: ExceptionBook, event: OrderAcknowledged, no
         )
 
 
-def fire_order_deadlines(state: OrderState, now_ms: int, rules: Rules) -> list[Transition]:
-    """Open ``ACK_MISSING`` / ``INVOICE_MISSING`` for deadlines past due (plus grace)."""
+def _open_missing(
+    state: OrderState, book: ExceptionBook, deadline: list[Any], rules: Rules
+) -> None:
+    """``ACK_MISSING`` or ``INVOICE_MISSING`` for a breached deadline, raised at its due
+    time plus grace."""
+    due, kind, subject, cause = deadline
+    raised_at = iso_ms(due + rules.grace_ms)
+    if kind == "ack":
+        book.open(
+            "ACK_MISSING",
+            {"system": subject},
+            message=f"{subject} has not acknowledged order {state.order_id} (due {iso_ms(due)})",
+            event_ids=[cause],
+            now=raised_at,
+        )
+    else:
+        book.open(
+            "INVOICE_MISSING",
+            {"shipment_id": subject},
+            message=(
+                f"shipment {subject} of order {state.order_id} is not invoiced (due {iso_ms(due)})"
+            ),
+            event_ids=[cause],
+            now=raised_at,
+        )
+
+
+def fire_order_deadlines(state: OrderState, until_ms: int, rules: Rules) -> list[Transition]:
+    """Open ``ACK_MISSING`` / ``INVOICE_MISSING`` for every deadline whose due time plus
+    grace is before ``until_ms``: the time up to which the order's input is known to be
+    read (so no on-time answer can still be unread). ``raised_at`` is due + grace."""
     book = ExceptionBook("order", state.order_id, state.exceptions)
-    now = iso_ms(now_ms)
     pending = []
     for deadline in state.deadlines:
-        due, kind, subject, cause = deadline
-        if due + rules.grace_ms > now_ms:
-            pending.append(deadline)
-        elif kind == "ack":
-            book.open(
-                "ACK_MISSING",
-                {"system": subject},
-                message=(
-                    f"{subject} has not acknowledged order {state.order_id} (due {iso_ms(due)})"
-                ),
-                event_ids=[cause],
-                now=now,
-            )
+        if deadline[0] + rules.grace_ms < until_ms:
+            _open_missing(state, book, deadline, rules)
         else:
-            book.open(
-                "INVOICE_MISSING",
-                {"shipment_id": subject},
-                message=(
-                    f"shipment {subject} of order {state.order_id} is not invoiced "
-                    f"(due {iso_ms(due)})"
-                ),
-                event_ids=[cause],
-                now=now,
-            )
+            pending.append(deadline)
     state.deadlines = pending
     return book.transitions
 

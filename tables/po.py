@@ -195,12 +195,13 @@ def apply_po_event(
     offset: int,
     *,
     rules: Rules = NO_RULES,
-    now: str = "",
 ) -> tuple[PoState | None, Applied | Rejection]:
     """Apply one event to a PO (``None``: not created yet). Mutates and returns the state.
 
-    ``now`` (RFC 3339) stamps the exceptions this event opens or resolves.
+    The exceptions it opens or resolves are stamped with its ``occurred_at`` (event time:
+    a replay stamps them the same); an answer after its deadline records the breach.
     """
+    now = iso_ms(epoch_ms(event.occurred_at))
     if state is None:
         if not isinstance(event, PoCreated):
             return None, Rejection(
@@ -209,7 +210,7 @@ def apply_po_event(
         state = _new_po(event)
         remember_event(state.event_ids, event.event_id)
         book = ExceptionBook("po", state.po_id, state.exceptions)
-        _register_revision(state, event, rules)
+        _register_revision(state, event, rules, book)
         return state, _finish(state, event, offset, book)
     if event.event_id in state.event_ids:
         return state, Applied("duplicate")
@@ -225,13 +226,13 @@ def apply_po_event(
             if rejection is not None:
                 return state, rejection
         state.revision = event.data.revision
-        _register_revision(state, event, rules)
+        _register_revision(state, event, rules, book)
     elif isinstance(event, PoAcknowledged):
         ack = event.data
         previous = state.acks.get(ack.system)
         if previous is None or ack.revision >= previous[0]:
             state.acks[ack.system] = [ack.revision, ack.status]
-        _on_ack(state, book, event, now)
+        _on_ack(state, book, event, rules, now)
         if ack.revision == state.revision and ack.system in rules.po_ack_ms:
             seconds = (epoch_ms(event.occurred_at) - state.revision_at) / 1000
             remember_event(state.event_ids, event.event_id)
@@ -266,13 +267,20 @@ def _finish(state: PoState, event: PoEvent, offset: int, book: ExceptionBook) ->
     return Applied("applied", deltas, book.transitions)
 
 
-def _register_revision(state: PoState, event: PoEvent, rules: Rules) -> None:
-    """A new revision replaces pending ack deadlines of older ones (contract)."""
+def _register_revision(state: PoState, event: PoEvent, rules: Rules, book: ExceptionBook) -> None:
+    """A new revision replaces pending ack deadlines of older ones (contract); one that had
+    already passed when the revision happened was breached, and opens ``ACK_MISSING``."""
     due_base = state.revision_at = epoch_ms(event.occurred_at)
+    revision = state.revision
+    kept = []
+    for deadline in state.deadlines:
+        if deadline[2] >= revision:
+            kept.append(deadline)
+        elif deadline[0] + rules.grace_ms < due_base:
+            _open_missing(state, book, deadline, rules)
+    state.deadlines = kept
     if not rules.po_ack_ms:
         return
-    revision = state.revision
-    state.deadlines = [d for d in state.deadlines if d[2] >= revision]
     for system, sla_ms in rules.po_ack_ms.items():
         acked = state.acks.get(system)
         if acked is not None and acked[0] >= revision:
@@ -280,11 +288,22 @@ def _register_revision(state: PoState, event: PoEvent, rules: Rules) -> None:
         state.deadlines.append([due_base + sla_ms, system, revision, event.event_id])
 
 
-def _on_ack(state: PoState, book: ExceptionBook, event: PoAcknowledged, now: str) -> None:
+def _on_ack(
+    state: PoState, book: ExceptionBook, event: PoAcknowledged, rules: Rules, now: str
+) -> None:
+    """An ack answers its system's deadlines up to its revision. One that came after a
+    deadline (``occurred_at`` past due + grace) records the breach: ``ACK_MISSING`` opens
+    (``raised_at`` due + grace) and is resolved by this ack at once, whether or not the
+    deadline had fired yet."""
     ack = event.data
-    state.deadlines = [
-        d for d in state.deadlines if not (d[1] == ack.system and d[2] <= ack.revision)
-    ]
+    answered_ms = epoch_ms(event.occurred_at)
+    kept = []
+    for deadline in state.deadlines:
+        if deadline[1] != ack.system or deadline[2] > ack.revision:
+            kept.append(deadline)
+        elif answered_ms > deadline[0] + rules.grace_ms:
+            _open_missing(state, book, deadline, rules)
+    state.deadlines = kept
     for entry in list(book.entries.values()):
         rule, detail = entry[2], entry[3]
         if detail.get("system") != ack.system or detail.get("revision", 0) > ack.revision:
@@ -342,25 +361,29 @@ def _check_receipt(
             )
 
 
-def fire_po_deadlines(state: PoState, now_ms: int, rules: Rules) -> list[Transition]:
-    """Open ``ACK_MISSING`` for every ack deadline past due (plus grace) at ``now_ms``."""
+def _open_missing(state: PoState, book: ExceptionBook, deadline: list[Any], rules: Rules) -> None:
+    """``ACK_MISSING`` for a breached deadline, raised at its due time plus grace."""
+    due, system, revision, cause = deadline
+    book.open(
+        "ACK_MISSING",
+        {"system": system, "revision": revision},
+        message=f"{system} has not acknowledged {state.po_id} rev {revision} (due {iso_ms(due)})",
+        event_ids=[cause],
+        now=iso_ms(due + rules.grace_ms),
+    )
+
+
+def fire_po_deadlines(state: PoState, until_ms: int, rules: Rules) -> list[Transition]:
+    """Open ``ACK_MISSING`` for every ack deadline whose due time plus grace is before
+    ``until_ms``: the time up to which the PO's input is known to be read (so no on-time
+    answer can still be unread). ``raised_at`` is the due time plus grace."""
     book = ExceptionBook("po", state.po_id, state.exceptions)
-    now = iso_ms(now_ms)
     pending = []
     for deadline in state.deadlines:
-        due, system, revision, cause = deadline
-        if due + rules.grace_ms > now_ms:
+        if deadline[0] + rules.grace_ms < until_ms:
+            _open_missing(state, book, deadline, rules)
+        else:
             pending.append(deadline)
-            continue
-        book.open(
-            "ACK_MISSING",
-            {"system": system, "revision": revision},
-            message=(
-                f"{system} has not acknowledged {state.po_id} rev {revision} (due {iso_ms(due)})"
-            ),
-            event_ids=[cause],
-            now=now,
-        )
     state.deadlines = pending
     return book.transitions
 

@@ -61,7 +61,6 @@ class PoHarness:
             ev(type_, {"po_id": "PO-17", **data}, at),
             self.offset,
             rules=RULES,
-            now=at.isoformat(),
         )
         assert isinstance(result, Applied), result
         self.state = state
@@ -101,9 +100,9 @@ def test_missing_ack_fires_after_due_plus_grace_and_late_ack_resolves() -> None:
     h = PoHarness()
     created(h)
     h.apply("po.acknowledged", {"revision": 1, "system": "erp", "status": "accepted"})
-    h.tick(T0 + timedelta(seconds=61))  # due at 60 s, grace 2 s: not yet
+    h.tick(T0 + timedelta(seconds=62))  # due at 60 s, grace 2 s: an ack then is on time
     assert h.summary() == []
-    h.tick(T0 + timedelta(seconds=62))
+    h.tick(T0 + timedelta(seconds=62, milliseconds=1))
     assert h.summary() == [("ACK_MISSING", "open", {"system": "wms", "revision": 1})]
     h.tick(T0 + timedelta(seconds=90))  # fires once
     assert len(h.transitions) == 1
@@ -178,7 +177,7 @@ def test_order_ack_and_invoice_deadlines() -> None:
     def apply(type_: str, data: dict[str, Any], at: datetime = T0) -> None:
         nonlocal state
         state, result = apply_order_event(
-            state, ev(type_, {"order_id": "SO-1", **data}, at), 1, rules=RULES, now="t"
+            state, ev(type_, {"order_id": "SO-1", **data}, at), 1, rules=RULES
         )
         assert isinstance(result, Applied)
         transitions.extend(result.transitions)
@@ -190,7 +189,7 @@ def test_order_ack_and_invoice_deadlines() -> None:
     transitions += fire_order_deadlines(state, ms(T0 + timedelta(seconds=33)), RULES)
     assert [(t.rule, t.detail) for t in transitions] == [("ACK_MISSING", {"system": "erp"})]
     transitions += fire_order_deadlines(
-        state, ms(T0 + timedelta(hours=4, minutes=1, seconds=2)), RULES
+        state, ms(T0 + timedelta(hours=4, minutes=1, seconds=2, milliseconds=1)), RULES
     )
     assert transitions[-1].rule == "INVOICE_MISSING"
     assert transitions[-1].detail == {"shipment_id": "S1"}
@@ -201,6 +200,115 @@ def test_order_ack_and_invoice_deadlines() -> None:
         ("ACK_MISSING", "resolved"),
         ("ACK_REJECTED", "open"),
     ]
+
+
+def test_a_fired_deadline_is_raised_at_due_plus_grace_whenever_it_fires() -> None:
+    h = PoHarness()
+    created(h)
+    h.tick(T0 + timedelta(days=3))  # the worker was down for days
+    assert {t.raised_at for t in h.transitions} == {
+        "2026-11-27T10:00:32.000Z",  # erp: 30 s + 2 s grace
+        "2026-11-27T10:01:02.000Z",  # wms: 60 s + 2 s grace
+    }
+
+
+def test_a_late_ack_processed_before_the_deadline_fired_still_records_the_breach() -> None:
+    h = PoHarness()
+    created(h)
+    late = T0 + timedelta(seconds=90)  # wms due at 60 s + 2 s grace
+    h.apply("po.acknowledged", {"revision": 1, "system": "wms", "status": "accepted"}, late)
+    h.apply("po.acknowledged", {"revision": 1, "system": "erp", "status": "accepted"})
+    assert h.summary() == [
+        ("ACK_MISSING", "open", {"system": "wms", "revision": 1}),
+        ("ACK_MISSING", "resolved", {"system": "wms", "revision": 1}),
+    ]
+    opened, resolved = h.transitions
+    assert opened.exception_id == resolved.exception_id
+    assert opened.raised_at == "2026-11-27T10:01:02.000Z"
+    assert resolved.resolved_at == "2026-11-27T10:01:30.000Z"  # the ack's occurred_at
+    h.tick(T0 + timedelta(hours=1))
+    assert len(h.transitions) == 2  # nothing left to fire
+
+
+def test_an_on_time_ack_processed_late_raises_nothing() -> None:
+    h = PoHarness()
+    created(h)
+    on_time = T0 + timedelta(seconds=62)  # exactly due + grace
+    for system in ("erp", "wms"):
+        at = on_time if system == "wms" else T0
+        h.apply("po.acknowledged", {"revision": 1, "system": system, "status": "accepted"}, at)
+    h.tick(T0 + timedelta(days=1))  # however late the worker processed them
+    assert h.summary() == []
+
+
+def test_a_rejection_after_the_deadline_resolves_the_breach_and_opens_rejected() -> None:
+    h = PoHarness()
+    created(h)
+    late = T0 + timedelta(minutes=5)
+    h.apply("po.acknowledged", {"revision": 1, "system": "erp", "status": "accepted"})
+    h.apply("po.acknowledged", {"revision": 1, "system": "wms", "status": "rejected"}, late)
+    assert h.summary() == [
+        ("ACK_MISSING", "open", {"system": "wms", "revision": 1}),
+        ("ACK_MISSING", "resolved", {"system": "wms", "revision": 1}),
+        ("ACK_REJECTED", "open", {"system": "wms", "revision": 1}),
+    ]
+
+
+def test_a_revision_after_the_old_deadline_passed_records_the_old_breach() -> None:
+    h = PoHarness()
+    created(h)
+    h.apply("po.acknowledged", {"revision": 1, "system": "erp", "status": "accepted"})
+    update = {"revision": 2, "lines": LINES}
+    h.apply("po.updated", update, T0 + timedelta(minutes=2))  # wms rev 1 was due at 62 s
+    assert h.summary() == [("ACK_MISSING", "open", {"system": "wms", "revision": 1})]
+    assert h.state is not None
+    assert sorted((d[1], d[2]) for d in h.state.deadlines) == [("erp", 2), ("wms", 2)]
+    # an ack of rev 2 answers rev 1 too
+    h.apply(
+        "po.acknowledged",
+        {"revision": 2, "system": "wms", "status": "accepted"},
+        T0 + timedelta(minutes=2, seconds=10),
+    )
+    assert h.summary()[-1] == ("ACK_MISSING", "resolved", {"system": "wms", "revision": 1})
+
+
+def test_a_revision_before_the_old_deadline_replaces_it() -> None:
+    h = PoHarness()
+    created(h)
+    h.apply("po.updated", {"revision": 2, "lines": LINES}, T0 + timedelta(seconds=20))
+    assert h.state is not None
+    assert sorted((d[1], d[2]) for d in h.state.deadlines) == [("erp", 2), ("wms", 2)]
+    h.tick(T0 + timedelta(seconds=51))  # rev 1's erp deadline (32 s) was replaced
+    assert h.summary() == []
+
+
+def test_late_order_answers_record_their_breaches() -> None:
+    state: OrderState | None = None
+    transitions: list[Transition] = []
+
+    def apply(type_: str, data: dict[str, Any], at: datetime) -> None:
+        nonlocal state
+        state, result = apply_order_event(
+            state, ev(type_, {"order_id": "SO-2", **data}, at), 1, rules=RULES
+        )
+        assert isinstance(result, Applied)
+        transitions.extend(result.transitions)
+
+    line = [{"line_no": 1, "sku": "A", "qty": 5}]
+    apply("order.placed", {"channel": "web", "location": "DC1", "lines": line}, T0)
+    apply("order.shipped", {"shipment_id": "S1", "lines": line}, T0 + timedelta(seconds=10))
+    apply("order.acknowledged", {"system": "erp", "status": "rejected"}, T0 + timedelta(hours=1))
+    late_invoice = T0 + timedelta(hours=5)  # due 4 h after the shipment
+    apply("order.invoiced", {"invoice_id": "I1", "shipment_id": "S1"}, late_invoice)
+    assert [(t.rule, t.status, t.raised_at) for t in transitions] == [
+        ("ACK_MISSING", "open", "2026-11-27T10:00:32.000Z"),
+        ("ACK_MISSING", "resolved", "2026-11-27T10:00:32.000Z"),
+        ("ACK_REJECTED", "open", "2026-11-27T11:00:00.000Z"),
+        ("INVOICE_MISSING", "open", "2026-11-27T14:00:12.000Z"),
+        ("INVOICE_MISSING", "resolved", "2026-11-27T14:00:12.000Z"),
+    ]
+    assert state is not None
+    assert state.deadlines == []
 
 
 def test_overallocation_and_inventory_mismatch() -> None:
