@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from supplyflow.tables.common import Applied, Rejection, epoch_ms
 from supplyflow.tables.exceptions import Transition
@@ -19,7 +19,14 @@ from supplyflow.tables.position import DeltaItem
 
 __all__ = ["EntityBatch", "apply_entity_batch"]
 
-S = TypeVar("S")
+
+class Streamed(Protocol):
+    """An entity state that remembers how far it has read each input stream."""
+
+    offsets: dict[str, int]
+
+
+S = TypeVar("S", bound=Streamed)
 E = TypeVar("E")
 
 
@@ -42,20 +49,34 @@ class EntityBatch(Generic[S]):
 def apply_entity_batch(
     events: Sequence[tuple[str, E, int]],
     load: Callable[[str], S | None],
-    apply: Callable[[S | None, E, int], tuple[S | None, Applied | Rejection]],
+    apply: Callable[[S | None, E], tuple[S | None, Applied | Rejection]],
+    *,
+    stream: str = "",
 ) -> EntityBatch[S]:
-    """Apply ``(key, event, offset)`` triples, in order, to the states ``load`` returns."""
+    """Apply ``(key, event, offset)`` triples of one input ``stream`` (a topic partition,
+    read in offset order), in order, to the states ``load`` returns.
+
+    A state remembers the highest offset of each stream it processed (``offsets``): an
+    event at or below it is a replay (a worker restarted on a local store ahead of the
+    changelog re-applies what it finds there) and counts as a duplicate, whatever the
+    entity's age; its state is written again all the same.
+    """
     batch: EntityBatch[S] = EntityBatch()
     cache: dict[str, S | None] = {}
     for key, event, offset in events:
         state = cache[key] if key in cache else load(key)
-        new_state, result = apply(state, event, offset)
+        if state is not None and offset <= state.offsets.get(stream, -1):
+            cache[key] = batch.states[key] = state
+            batch.results.append("duplicate")
+            continue
+        new_state, result = apply(state, event)
         cache[key] = new_state
         if isinstance(result, Rejection):
             batch.results.append(result)
             continue
         batch.results.append(result.outcome)
         if new_state is not None:
+            new_state.offsets[stream] = offset
             # A duplicate changes nothing, but its state is written again: after a crash
             # the local store can hold a state the changelog never got (agents.progress).
             batch.states[key] = new_state

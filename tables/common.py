@@ -18,6 +18,7 @@ __all__ = [
     "INBOUND",
     "IN_TRANSIT",
     "ON_HAND",
+    "RECENT_EVENT_IDS",
     "RESERVED",
     "Applied",
     "Contributions",
@@ -28,6 +29,7 @@ __all__ = [
     "diff",
     "epoch_ms",
     "iso_ms",
+    "offsets_from_wire",
     "position_key",
     "remember_event",
     "settle",
@@ -126,18 +128,35 @@ def check_lines(entity_id: str, known: Mapping[int, Any], lines: Iterable[Any]) 
     return None
 
 
-def settle(state: Any, new: Contributions, offset: int, occurred_at: datetime) -> dict[str, Vec]:
-    """Store a PO's or order's new contributions, version and time; return the deltas."""
+def settle(state: Any, new: Contributions, occurred_at: datetime) -> dict[str, Vec]:
+    """Store a PO's or order's new contributions and time; return the deltas."""
     deltas = diff(state.contributions, new)
     state.contributions = {k: v for k, v in new.items() if any(v)}
-    state.offset = max(state.offset, offset)
     state.updated_at = iso_ms(epoch_ms(occurred_at))
     return deltas
 
 
+#: How many of its latest event ids an entity (PO, order, position) remembers, to give a
+#: repeated ``event_id`` (a producer's retry or resend) no second effect. Replays after a
+#: crash are recognised by offset instead (``offsets`` in the states), whatever the
+#: entity's age, so the ids need not grow with it: unbounded, ~8,000 events on one PO
+#: outgrew the changelog's record limit.
+RECENT_EVENT_IDS: Final = 1000
+
+
 def remember_event(event_ids: list[str], event_id: str) -> bool:
-    """Record ``event_id``; False if it was already there (a repeated event)."""
+    """Record ``event_id`` among the last :data:`RECENT_EVENT_IDS`; False if it was already
+    there (a repeated event)."""
     if event_id in event_ids:
         return False
     event_ids.append(event_id)
+    if len(event_ids) > RECENT_EVENT_IDS:
+        del event_ids[: len(event_ids) - RECENT_EVENT_IDS]
     return True
+
+
+def offsets_from_wire(value: int | dict[str, int]) -> dict[str, int]:
+    """An entity's ``offsets`` as stored: a dict, or (before streams) one int offset."""
+    if isinstance(value, dict):
+        return value
+    return {"": value} if value >= 0 else {}

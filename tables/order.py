@@ -37,6 +37,7 @@ from supplyflow.tables.common import (
     check_lines,
     epoch_ms,
     iso_ms,
+    offsets_from_wire,
     position_key,
     remember_event,
     settle,
@@ -79,7 +80,8 @@ class OrderState:
     #: system -> status of its latest acknowledgment
     acks: dict[str, str] = field(default_factory=dict)
     event_ids: list[str] = field(default_factory=list)
-    offset: int = -1
+    #: input stream -> highest offset processed (see tables.batch: replays are skipped)
+    offsets: dict[str, int] = field(default_factory=dict)
     contributions: Contributions = field(default_factory=dict)
     updated_at: str = ""
     #: pending deadlines: [due_ms, kind ("ack" | "invoice"), system or shipment_id, event_id]
@@ -101,7 +103,7 @@ class OrderState:
             [[r, v[0], list(v[1].items())] for r, v in self.returns.items()],
             self.acks,
             self.event_ids,
-            self.offset,
+            self.offsets,
             self.contributions,
             self.updated_at,
             self.deadlines,
@@ -121,7 +123,7 @@ class OrderState:
             returns={r: [restock, dict(map(tuple, q))] for r, restock, q in w[7]},
             acks=w[8],
             event_ids=w[9],
-            offset=w[10],
+            offsets=offsets_from_wire(w[10]),
             contributions=w[11],
             updated_at=w[12],
             deadlines=w[13],
@@ -157,7 +159,6 @@ def _by_line(lines: tuple[Line, ...]) -> dict[int, int]:
 def apply_order_event(
     state: OrderState | None,
     event: OrderEvent,
-    offset: int,
     *,
     rules: Rules = NO_RULES,
 ) -> tuple[OrderState | None, Applied | Rejection]:
@@ -186,7 +187,7 @@ def apply_order_event(
             for system, sla in rules.order_ack_ms.items()
         ]
         remember_event(state.event_ids, event.event_id)
-        return state, _finish(state, event, offset, ExceptionBook("order", state.order_id, {}))
+        return state, _finish(state, event, ExceptionBook("order", state.order_id, {}))
     if event.event_id in state.event_ids:
         return state, Applied("duplicate")
     book = ExceptionBook("order", state.order_id, state.exceptions)
@@ -232,11 +233,11 @@ def apply_order_event(
         elif isinstance(event, ReturnReceived):
             state.returns[event.data.rma_id] = [event.data.restock, _by_line(event.data.lines)]
     remember_event(state.event_ids, event.event_id)
-    return state, _finish(state, event, offset, book)
+    return state, _finish(state, event, book)
 
 
-def _finish(state: OrderState, event: OrderEvent, offset: int, book: ExceptionBook) -> Applied:
-    deltas = settle(state, order_contributions(state), offset, event.occurred_at)
+def _finish(state: OrderState, event: OrderEvent, book: ExceptionBook) -> Applied:
+    deltas = settle(state, order_contributions(state), event.occurred_at)
     return Applied("applied", deltas, book.transitions)
 
 

@@ -36,6 +36,7 @@ from supplyflow.tables.common import (
     check_lines,
     epoch_ms,
     iso_ms,
+    offsets_from_wire,
     position_key,
     remember_event,
     settle,
@@ -83,8 +84,8 @@ class PoState:
     #: system -> [revision, status] of its latest acknowledgment
     acks: dict[str, list[Any]] = field(default_factory=dict)
     event_ids: list[str] = field(default_factory=list)
-    #: highest source offset applied (the version of its contributions)
-    offset: int = -1
+    #: input stream -> highest offset processed (see tables.batch: replays are skipped)
+    offsets: dict[str, int] = field(default_factory=dict)
     contributions: Contributions = field(default_factory=dict)
     updated_at: str = ""
     #: pending ack deadlines: [due_ms, system, revision, event_id of the revision]
@@ -112,7 +113,7 @@ class PoState:
             [[r, v.location, v.revision, list(v.lines.items())] for r, v in self.receipts.items()],
             self.acks,
             self.event_ids,
-            self.offset,
+            self.offsets,
             self.contributions,
             self.updated_at,
             self.deadlines,
@@ -133,7 +134,7 @@ class PoState:
             receipts={r: Receipt(loc, rev, dict(map(tuple, q))) for r, loc, rev, q in w[7]},
             acks=w[8],
             event_ids=w[9],
-            offset=w[10],
+            offsets=offsets_from_wire(w[10]),
             contributions=w[11],
             updated_at=w[12],
             deadlines=w[13],
@@ -192,7 +193,6 @@ def _set_lines(state: PoState, lines: tuple[Line, ...]) -> Rejection | None:
 def apply_po_event(
     state: PoState | None,
     event: PoEvent,
-    offset: int,
     *,
     rules: Rules = NO_RULES,
 ) -> tuple[PoState | None, Applied | Rejection]:
@@ -211,7 +211,7 @@ def apply_po_event(
         remember_event(state.event_ids, event.event_id)
         book = ExceptionBook("po", state.po_id, state.exceptions)
         _register_revision(state, event, rules, book)
-        return state, _finish(state, event, offset, book)
+        return state, _finish(state, event, book)
     if event.event_id in state.event_ids:
         return state, Applied("duplicate")
     book = ExceptionBook("po", state.po_id, state.exceptions)
@@ -236,7 +236,7 @@ def apply_po_event(
         if ack.revision == state.revision and ack.system in rules.po_ack_ms:
             seconds = (epoch_ms(event.occurred_at) - state.revision_at) / 1000
             remember_event(state.event_ids, event.event_id)
-            applied = _finish(state, event, offset, book)
+            applied = _finish(state, event, book)
             applied.sync.append((ack.system, max(0.0, seconds)))
             return state, applied
     elif isinstance(event, AsnIssued):
@@ -255,15 +255,15 @@ def apply_po_event(
         )
         _check_receipt(state, book, event, rules, now)
     remember_event(state.event_ids, event.event_id)
-    return state, _finish(state, event, offset, book)
+    return state, _finish(state, event, book)
 
 
 def _sum_lines(lines: tuple[Line, ...]) -> dict[int, int]:
     return {line.line_no: line.qty for line in lines}
 
 
-def _finish(state: PoState, event: PoEvent, offset: int, book: ExceptionBook) -> Applied:
-    deltas = settle(state, po_contributions(state), offset, event.occurred_at)
+def _finish(state: PoState, event: PoEvent, book: ExceptionBook) -> Applied:
+    deltas = settle(state, po_contributions(state), event.occurred_at)
     return Applied("applied", deltas, book.transitions)
 
 

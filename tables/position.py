@@ -22,7 +22,16 @@ from typing import Any, Final
 
 from supplyflow.codecs.events import InventoryAdjusted, InventoryEvent
 from supplyflow.codecs.quantity import format_qty, qty_to_json
-from supplyflow.tables.common import ALLOCATED, IN_TRANSIT, INBOUND, ON_HAND, RESERVED, WIDTH, Vec
+from supplyflow.tables.common import (
+    ALLOCATED,
+    IN_TRANSIT,
+    INBOUND,
+    ON_HAND,
+    RECENT_EVENT_IDS,
+    RESERVED,
+    WIDTH,
+    Vec,
+)
 from supplyflow.tables.exceptions import ExceptionBook, Transition, exception_id, identity_of
 
 __all__ = [
@@ -37,8 +46,6 @@ __all__ = [
     "record_time",
 ]
 
-#: How many recent adjustment event ids a position remembers to drop repeats.
-RECENT_EVENT_IDS: Final = 1000
 #: Watermark name of the position's own input topic (inventory.events).
 INVENTORY_SOURCE: Final = "inventory"
 

@@ -213,7 +213,7 @@ def replay(records: list[InputRecord]) -> Expected:
             continue
         book: dict[str, Any] = expected.pos if record.topic == PO_EVENTS else expected.orders
         apply: Any = apply_po_event if record.topic == PO_EVENTS else apply_order_event
-        state, result = apply(book.get(key), event, record.offset, rules=rules)
+        state, result = apply(book.get(key), event, rules=rules)
         if state is not None:
             book[key] = state
         if isinstance(result, Rejection):

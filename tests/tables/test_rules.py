@@ -57,10 +57,7 @@ class PoHarness:
     def apply(self, type_: str, data: dict[str, Any], at: datetime = T0) -> None:
         self.offset += 1
         state, result = apply_po_event(
-            self.state,
-            ev(type_, {"po_id": "PO-17", **data}, at),
-            self.offset,
-            rules=RULES,
+            self.state, ev(type_, {"po_id": "PO-17", **data}, at), rules=RULES
         )
         assert isinstance(result, Applied), result
         self.state = state
@@ -177,7 +174,7 @@ def test_order_ack_and_invoice_deadlines() -> None:
     def apply(type_: str, data: dict[str, Any], at: datetime = T0) -> None:
         nonlocal state
         state, result = apply_order_event(
-            state, ev(type_, {"order_id": "SO-1", **data}, at), 1, rules=RULES
+            state, ev(type_, {"order_id": "SO-1", **data}, at), rules=RULES
         )
         assert isinstance(result, Applied)
         transitions.extend(result.transitions)
@@ -289,7 +286,7 @@ def test_late_order_answers_record_their_breaches() -> None:
     def apply(type_: str, data: dict[str, Any], at: datetime) -> None:
         nonlocal state
         state, result = apply_order_event(
-            state, ev(type_, {"order_id": "SO-2", **data}, at), 1, rules=RULES
+            state, ev(type_, {"order_id": "SO-2", **data}, at), rules=RULES
         )
         assert isinstance(result, Applied)
         transitions.extend(result.transitions)
