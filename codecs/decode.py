@@ -117,8 +117,12 @@ def decode_input(
     :class:`DecodeError` with the dead-letter reason when the record is not acceptable.
     """
     size = len(value or b"") + len(key or b"")
+    if headers:
+        size += sum(len(header_key_bytes(name)) + len(v or b"") for name, v in headers)
     if size > max_bytes:
-        raise DecodeError("too_large", f"record is {size} bytes, the limit is {max_bytes}")
+        raise DecodeError(
+            "too_large", f"record (key, value, headers) is {size} bytes, the limit is {max_bytes}"
+        )
     if headers:
         _check_header_keys(headers)
     if not value:

@@ -232,3 +232,13 @@ def test_sample_scenario_records_decode_as_labelled() -> None:
             with pytest.raises(DecodeError) as info:
                 decode_input(record.topic, record.key, record.value, record.headers, max_bytes=MAX)
             assert info.value.reason == record.expect, record.label
+
+
+def test_headers_count_towards_the_record_size() -> None:
+    body = orjson.dumps(envelope("po.created", PO))
+    small = [("trace", b"x" * 100)]
+    assert decode_input("po.events", b"PO-17", body, small, max_bytes=MAX).data.po_id == "PO-17"
+    with pytest.raises(DecodeError) as info:
+        decode_input("po.events", b"PO-17", body, [("trace", b"x" * MAX)], max_bytes=MAX)
+    assert info.value.reason == "too_large"
+    assert "headers" in info.value.detail
