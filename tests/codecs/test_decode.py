@@ -237,7 +237,9 @@ def test_sample_scenario_records_decode_as_labelled() -> None:
 def test_headers_count_towards_the_record_size() -> None:
     body = orjson.dumps(envelope("po.created", PO))
     small = [("trace", b"x" * 100)]
-    assert decode_input("po.events", b"PO-17", body, small, max_bytes=MAX).data.po_id == "PO-17"
+    assert (
+        decode_input("po.events", b"PO-17", body, small, max_bytes=MAX).data.entity_key == "PO-17"
+    )
     with pytest.raises(DecodeError) as info:
         decode_input("po.events", b"PO-17", body, [("trace", b"x" * MAX)], max_bytes=MAX)
     assert info.value.reason == "too_large"
