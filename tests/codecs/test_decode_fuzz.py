@@ -314,7 +314,8 @@ def test_records_around_the_size_limit(
     value, headers = _encode(padded, fmt)
     key = _expected_key(topic, body)
     reason = check(topic, key, value, headers, max_bytes=max_bytes)
-    assert (reason == "too_large") == (len(key) + len(value) > max_bytes)
+    size = len(key) + len(value) + sum(len(name.encode()) + len(v) for name, v in headers)
+    assert (reason == "too_large") == (size > max_bytes)
 
 
 @fuzz(4_000)
