@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from supplyflow.app.processes import free_port
 from supplyflow.codecs import DecodeError, decode_input
 
 TOPICS = ("po.events", "order.events", "inventory.events")
@@ -26,6 +27,10 @@ def main() -> None:
         store="rocksdb://",
         datadir=os.environ["BENCH_DATA_DIR"],
         web_enabled=False,
+        # Faust's worker binds its web server all the same: never the default 6066,
+        # which another worker or benchmark on the machine may hold.
+        web_bind="127.0.0.1",
+        web_port=free_port(),
         topic_partitions=int(os.environ.get("BENCH_PARTITIONS", "8")),
     )
     counts = app.Table("naive_counts", default=int)
