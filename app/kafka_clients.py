@@ -16,16 +16,21 @@ import ssl
 from typing import Any, Final
 
 from aiokafka import errors as kafka_errors
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 
 from supplyflow.app.exceptions import AppError
+from supplyflow.app.oauth_tokens import TokenSource
 from supplyflow.app.settings import Settings
 
 __all__ = [
     "client_options",
     "connection_error",
     "diagnose",
+    "faust_client_settings",
+    "ping",
     "ssl_context",
+    "token_source",
 ]
 
 #: How long the diagnosis waits for one broker to answer (it runs after a failure).
@@ -62,11 +67,22 @@ def _security(settings: Settings) -> dict[str, Any]:
     if protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = ssl_context(settings)
     if protocol.startswith("SASL_"):
-        password = settings.kafka_sasl_password
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        options["sasl_plain_password"] = password.get_secret_value() if password else None
+        if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+            options["sasl_oauth_token_provider"] = token_source(settings)
+        else:
+            password = settings.kafka_sasl_password
+            options["sasl_plain_username"] = settings.kafka_sasl_username
+            options["sasl_plain_password"] = password.get_secret_value() if password else None
     return options
+
+
+def token_source(settings: Settings) -> TokenSource:
+    """The OAUTHBEARER token provider the settings name (a file or a command)."""
+    return TokenSource(
+        file=settings.kafka_sasl_oauth_token_file,
+        command=settings.kafka_sasl_oauth_token_command,
+    )
 
 
 def client_options(target: Settings | str) -> dict[str, Any]:
@@ -77,11 +93,50 @@ def client_options(target: Settings | str) -> dict[str, Any]:
     """
     if isinstance(target, str):
         return {"bootstrap_servers": target}
-    return {"bootstrap_servers": target.bootstrap, **_security(target)}
+    return {"bootstrap_servers": target.bootstrap, **target.kafka_client, **_security(target)}
+
+
+#: ``SUPPLYFLOW_KAFKA_CLIENT_<OPTION>`` -> the Faust settings that carry it to the clients
+#: Faust creates (its consumer and producer), with a factor for Faust's unit.
+_FAUST_OPTIONS: Final = {
+    "client_id": (("broker_client_id",), None),
+    "request_timeout_ms": (("broker_request_timeout",), 0.001),
+    "metadata_max_age_ms": (
+        ("consumer_metadata_max_age_ms", "producer_metadata_max_age_ms"),
+        None,
+    ),
+    "connections_max_idle_ms": (
+        ("consumer_connections_max_idle_ms", "producer_connections_max_idle_ms"),
+        None,
+    ),
+}
+
+
+def faust_client_settings(settings: Settings) -> dict[str, Any]:
+    """Faust app settings that apply ``SUPPLYFLOW_KAFKA_CLIENT_*`` to Faust's own clients."""
+    result: dict[str, Any] = {}
+    for option, value in settings.kafka_client.items():
+        names, factor = _FAUST_OPTIONS[option]
+        for name in names:
+            result[name] = (
+                value * factor if factor is not None and isinstance(value, int) else value
+            )
+    return result
 
 
 def _explain(settings: Settings, address: str, exc: BaseException) -> str:
     protocol = settings.kafka_security_protocol
+    oauth = settings.kafka_sasl_mechanism == "OAUTHBEARER"
+    if oauth and isinstance(
+        exc, kafka_errors.SaslAuthenticationFailed | kafka_errors.IllegalSaslStateError
+    ):
+        return (
+            f"{address} refused the OAUTHBEARER token: check that the token source "
+            "(SUPPLYFLOW_KAFKA_SASL_OAUTH_TOKEN_FILE or _COMMAND) gives a valid, unexpired "
+            "token for a principal the cluster knows"
+        )
+    if isinstance(exc, AppError):  # the token source itself failed
+        return str(exc)
     if isinstance(exc, kafka_errors.SaslAuthenticationFailed | kafka_errors.IllegalSaslStateError):
         return (
             f"{address} refused the {settings.kafka_sasl_mechanism} credentials of user "
@@ -135,9 +190,27 @@ async def diagnose(settings: Settings) -> str | None:
             f"within {DIAGNOSE_TIMEOUT_S:.0f}s: check SUPPLYFLOW_KAFKA_SECURITY_PROTOCOL and "
             "that SUPPLYFLOW_BOOTSTRAP names a Kafka listener"
         )
-    except (OSError, kafka_errors.KafkaError) as exc:
+    except (OSError, kafka_errors.KafkaError, AppError) as exc:
         return _explain(settings, address, exc)
     conn.close()
+    return None
+
+
+async def ping(settings: Settings, timeout_s: float) -> str | None:
+    """None when the cluster answers a metadata request with these settings, else why not.
+
+    Uses the same connection settings as every client (TLS, SASL, client options), so a
+    ``kafka ping`` that passes means the workers can connect too.
+    """
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(admin.list_topics(), timeout_s)
+    except (TimeoutError, OSError, kafka_errors.KafkaError, AppError) as exc:
+        reason = await diagnose(settings)
+        return reason or f"no answer within {timeout_s:.0f}s ({type(exc).__name__})"
+    finally:
+        await admin.close()
     return None
 
 

@@ -3,13 +3,16 @@
 Precedence (highest first): keyword arguments (the CLI), environment variables, the TOML
 file named by ``SUPPLYFLOW_CONFIG`` (or ``--config``), defaults. Nothing here reads the
 environment at import time: build :class:`Settings` with :func:`load_settings`.
+
+Each secret can come from a file instead (``SUPPLYFLOW_API_TOKEN_FILE``, as Kubernetes and
+Docker mount secrets), and ``SUPPLYFLOW_KAFKA_CLIENT_<OPTION>`` variables collect into
+``kafka_client`` (see :mod:`supplyflow.app.setting_types`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tomllib
 from contextvars import ContextVar
 from datetime import timedelta
 from decimal import Decimal
@@ -33,57 +36,33 @@ from pydantic_settings import (
 
 from supplyflow.app.durations import format_duration, parse_duration, parse_sla_map
 from supplyflow.app.exceptions import SettingsError
+from supplyflow.app.setting_types import (
+    check_advertised_url,
+    derive_advertised_url,
+    parse_client_options,
+    read_secret_files,
+)
+from supplyflow.app.settings_sources import CONFIG_ENV, ClientOptionsSource, TomlSource
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["CONFIG_ENV", "ENV_PREFIX", "SECRET_SETTINGS", "Settings", "load_settings"]
 
 ENV_PREFIX = "SUPPLYFLOW_"
-CONFIG_ENV = "SUPPLYFLOW_CONFIG"
 # The config file given to load_settings(); falls back to $SUPPLYFLOW_CONFIG.
 _config_file: ContextVar[Path | None] = ContextVar("supplyflow_config_file", default=None)
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{0,100}$")
 _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
+_MS = timedelta(milliseconds=1)
 #: An API token shorter than this is refused: it could be guessed.
 MIN_API_TOKEN_CHARS = 16
 
 Duration = Annotated[timedelta, NoDecode]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER"]
 SlaMap = Annotated[dict[str, timedelta], NoDecode]
-
-
-class _TomlSource(PydanticBaseSettingsSource):
-    """Values from a flat TOML file whose keys are the setting names without the prefix."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
-        super().__init__(settings_cls)
-        self._values: dict[str, Any] = {}
-        if path is None:
-            return
-        try:
-            with path.open("rb") as handle:
-                raw = tomllib.load(handle)
-        except OSError as exc:
-            raise SettingsError(
-                f"{CONFIG_ENV}: cannot read config file {path}: {exc.strerror}"
-            ) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"{CONFIG_ENV}: {path} is not valid TOML: {exc}") from exc
-        fields = settings_cls.model_fields
-        for key, value in raw.items():
-            name = key.lower().removeprefix("supplyflow_")
-            if name not in fields:
-                raise SettingsError(
-                    f"{CONFIG_ENV}: {path} sets unknown setting {key!r}; "
-                    f"known: {', '.join(sorted(fields))}"
-                )
-            self._values[name] = value
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._values)
+ClientOptions = Annotated[dict[str, int | str], NoDecode]
+#: Settings that hold a secret; each can also be read from a file (``<name>_file``).
+SECRET_SETTINGS = ("kafka_sasl_password", "kafka_ssl_key_password", "api_token")
 
 
 class Settings(BaseSettings):
@@ -108,6 +87,11 @@ class Settings(BaseSettings):
     )
     web_host: str = Field(default="127.0.0.1", description="HTTP bind address")
     web_port: int = Field(default=6066, ge=0, le=65535, description="HTTP port (0: any)")
+    advertised_url: str | None = Field(
+        default=None,
+        description="URL the other workers reach this one at (default: from the bind "
+        "address, or the host name when it is a wildcard)",
+    )
     sla_po_ack: SlaMap = Field(
         default_factory=dict, description="systems that must ack each PO revision, and when"
     )
@@ -149,6 +133,15 @@ class Settings(BaseSettings):
     )
     kafka_sasl_username: str | None = Field(default=None, description="SASL user")
     kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password")
+    kafka_sasl_password_file: Path | None = Field(
+        default=None, description="file holding the SASL password (instead of the variable)"
+    )
+    kafka_sasl_oauth_token_file: Path | None = Field(
+        default=None, description="OAUTHBEARER: file holding the token, re-read when it changes"
+    )
+    kafka_sasl_oauth_token_command: str | None = Field(
+        default=None, description="OAUTHBEARER: command printing a token (run without a shell)"
+    )
     kafka_ssl_cafile: Path | None = Field(
         default=None, description="PEM CA bundle to verify the brokers (default: system CAs)"
     )
@@ -159,14 +152,42 @@ class Settings(BaseSettings):
     kafka_ssl_key_password: SecretStr | None = Field(
         default=None, description="password of an encrypted client key"
     )
+    kafka_ssl_key_password_file: Path | None = Field(
+        default=None, description="file holding the client key's password"
+    )
     kafka_ssl_check_hostname: bool = Field(
         default=True, description="check that the broker certificate names the broker host"
+    )
+    kafka_client: ClientOptions = Field(
+        default_factory=dict,
+        description="options for every Kafka client (SUPPLYFLOW_KAFKA_CLIENT_<OPTION>=value)",
+    )
+    create_topics: bool = Field(
+        default=True,
+        description="create missing topics on start; false: only check they exist as needed",
     )
     # --- HTTP API ------------------------------------------------------------------------
     api_token: SecretStr | None = Field(
         default=None,
         description="when set, the HTTP API needs 'Authorization: Bearer <token>'",
     )
+    api_token_file: Path | None = Field(default=None, description="file holding the API token")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``SUPPLYFLOW_<SECRET>_FILE`` (a mounted secret) instead of the secret itself."""
+        return read_secret_files(data, SECRET_SETTINGS) if isinstance(data, dict) else data
+
+    @field_validator("advertised_url")
+    @classmethod
+    def _check_advertised_url(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else check_advertised_url(value)
+
+    @field_validator("kafka_client", mode="before")
+    @classmethod
+    def _parse_client_options(cls, value: Any) -> Any:
+        return parse_client_options(value)
 
     @field_validator("bootstrap")
     @classmethod
@@ -202,6 +223,11 @@ class Settings(BaseSettings):
         "kafka_ssl_keyfile",
         "kafka_ssl_key_password",
         "api_token",
+        "kafka_sasl_password_file",
+        "kafka_ssl_key_password_file",
+        "api_token_file",
+        "kafka_sasl_oauth_token_file",
+        "kafka_sasl_oauth_token_command",
         mode="before",
     )
     @classmethod
@@ -209,7 +235,9 @@ class Settings(BaseSettings):
         """``VAR=`` in a shell or compose file means "not set", not an empty secret."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @field_validator(
+        "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_sasl_oauth_token_file"
+    )
     @classmethod
     def _check_readable(cls, value: Path | None) -> Path | None:
         if value is None:
@@ -236,7 +264,13 @@ class Settings(BaseSettings):
         sasl = protocol.startswith("SASL_")
         tls = protocol in ("SSL", "SASL_SSL")
         problems = []
-        if sasl and (self.kafka_sasl_username is None or self.kafka_sasl_password is None):
+        problems += self._oauth_problems(sasl)
+        oauth = self.kafka_sasl_mechanism == "OAUTHBEARER"
+        if (
+            sasl
+            and not oauth
+            and (self.kafka_sasl_username is None or self.kafka_sasl_password is None)
+        ):
             problems.append(
                 f"SUPPLYFLOW_KAFKA_SECURITY_PROTOCOL={protocol} needs "
                 "SUPPLYFLOW_KAFKA_SASL_USERNAME and SUPPLYFLOW_KAFKA_SASL_PASSWORD"
@@ -262,9 +296,48 @@ class Settings(BaseSettings):
             problems.append(
                 "set SUPPLYFLOW_KAFKA_SSL_CERTFILE and SUPPLYFLOW_KAFKA_SSL_KEYFILE together"
             )
+        timeout_ms = self.kafka_client.get("request_timeout_ms")
+        if isinstance(timeout_ms, int) and timeout_ms < self.broker_session_timeout / _MS:
+            problems.append(
+                f"SUPPLYFLOW_KAFKA_CLIENT_REQUEST_TIMEOUT_MS={timeout_ms} is shorter than "
+                "SUPPLYFLOW_BROKER_SESSION_TIMEOUT: the group's requests would time out before "
+                "the session does; raise it or shorten the session timeout"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _oauth_problems(self, sasl: bool) -> list[str]:
+        """OAUTHBEARER needs one token source; the other mechanisms need none."""
+        sources = [
+            name
+            for name in ("kafka_sasl_oauth_token_file", "kafka_sasl_oauth_token_command")
+            if getattr(self, name) is not None
+        ]
+        if not (sasl and self.kafka_sasl_mechanism == "OAUTHBEARER"):
+            return [
+                f"SUPPLYFLOW_{name.upper()} is set but the SASL mechanism is not OAUTHBEARER: "
+                "set SUPPLYFLOW_KAFKA_SASL_MECHANISM=OAUTHBEARER with a SASL_* protocol"
+                for name in sources
+            ]
+        if len(sources) != 1:
+            return [
+                "SUPPLYFLOW_KAFKA_SASL_MECHANISM=OAUTHBEARER needs one token source: SUPPLYFLOW_"
+                "KAFKA_SASL_OAUTH_TOKEN_FILE or SUPPLYFLOW_KAFKA_SASL_OAUTH_TOKEN_COMMAND"
+            ]
+        if self.kafka_sasl_username or self.kafka_sasl_password:
+            return [
+                "SUPPLYFLOW_KAFKA_SASL_USERNAME/_PASSWORD are set but OAUTHBEARER authenticates "
+                "with a token: unset them"
+            ]
+        return []
+
+    @property
+    def web_advertised_url(self) -> str:
+        """The URL other workers forward requests to (``SUPPLYFLOW_ADVERTISED_URL`` or derived)."""
+        if self.advertised_url is not None:
+            return self.advertised_url
+        return derive_advertised_url(self.web_host, self.web_port)
 
     @field_validator("sla_po_ack", "sla_order_ack", mode="before")
     @classmethod
@@ -312,8 +385,8 @@ class Settings(BaseSettings):
         if path is None:
             env_path = os.environ.get(CONFIG_ENV, "").strip()
             path = Path(env_path) if env_path else None
-        toml = _TomlSource(settings_cls, path)
-        return (init_settings, env_settings, toml)
+        toml = TomlSource(settings_cls, path)
+        return (init_settings, env_settings, ClientOptionsSource(settings_cls), toml)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -1,4 +1,10 @@
-"""HTTP views of a worker: health, metrics, and queries answered for any key.
+"""HTTP views of a worker: health, metrics, its OpenAPI document, and queries for any key.
+
+``/health`` answers 200 once the worker runs (503 while starting or recovering);
+``/health/live`` answers 200 while the process works, recovery included (a liveness
+probe), ``/health/ready`` like ``/health`` (a readiness probe). Both also name the URL the
+worker advertises to the others (``SUPPLYFLOW_ADVERTISED_URL``). ``/openapi.json`` is the
+checked-in ``static/openapi.json``, which describes every route of :data:`ROUTES`.
 
 ``/positions/{sku}/{location}``, ``/pos/{po_id}`` and ``/orders/{order_id}`` read the
 owning worker's table: the key's partition is computed as producers compute it (murmur2
@@ -34,7 +40,15 @@ from supplyflow.tables.order import OrderState, order_view
 from supplyflow.tables.po import PoState, po_view
 from supplyflow.tables.position import PositionState, position_record
 
-__all__ = ["auth_problem", "forward_headers", "health_state", "protected", "register_views"]
+__all__ = [
+    "ROUTES",
+    "auth_problem",
+    "forward_headers",
+    "health_state",
+    "liveness",
+    "protected",
+    "register_views",
+]
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +227,35 @@ async def _gather_exceptions(
     return merged, missing
 
 
+#: Every route a worker serves; ``app/static/openapi.json`` describes each of them.
+ROUTES: Final = (
+    "/",
+    "/health",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/openapi.json",
+    "/positions/{sku}/{location}",
+    "/pos/{po_id}",
+    "/orders/{order_id}",
+    "/exceptions",
+)
+
+
+def liveness(app: Any) -> tuple[int, str]:
+    """``/health/live``: 200 while the process works (recovering included), else 503.
+
+    A worker rebuilding its state from the changelogs is alive: a liveness probe must not
+    restart it (a rebuild at a million positions takes about 40 s). Only a crashed or
+    stopping app is not.
+    """
+    if getattr(app, "crashed", False):
+        return _UNAVAILABLE, "crashed"
+    if getattr(app, "should_stop", False):
+        return _UNAVAILABLE, "stopping"
+    return 200, health_state(app)
+
+
 def register_views(
     app: Any,
     metrics: Metrics,
@@ -222,27 +265,39 @@ def register_views(
     *,
     api_token: SecretStr | None = None,
 ) -> None:
-    """Register the worker's HTTP routes on ``app``'s web server."""
+    """Register the worker's HTTP routes (:data:`ROUTES`) on ``app``'s web server."""
     router = KeyRouter(app, api_token)
     guard = protected(api_token)
 
-    page = resources.files("supplyflow.app").joinpath("static/status.html").read_bytes()
+    static = resources.files("supplyflow.app").joinpath("static")
+    page = static.joinpath("status.html").read_bytes()
+    openapi = static.joinpath("openapi.json").read_bytes()
 
-    @app.page("/")  # type: ignore[untyped-decorator]  # faust ships no types
+    def _health(web: Any, status: int, state: str) -> Any:
+        url = str(app.conf.canonical_url)
+        return _json(web, {"status": state, "app_id": app.conf.id, "url": url}, status)
+
     async def status_page(web: Any, request: Any) -> Any:
         return web.bytes(page, content_type="text/html")
 
-    @app.page("/health")  # type: ignore[untyped-decorator]  # faust ships no types
     async def health(web: Any, request: Any) -> Any:
         state = health_state(app)
         status = 200 if state == "running" else _UNAVAILABLE
         return _json(web, {"status": state, "app_id": app.conf.id}, status)
 
-    @app.page("/metrics")  # type: ignore[untyped-decorator]  # faust ships no types
+    async def health_live(web: Any, request: Any) -> Any:
+        return _health(web, *liveness(app))
+
+    async def health_ready(web: Any, request: Any) -> Any:
+        state = health_state(app)
+        return _health(web, 200 if state == "running" else _UNAVAILABLE, state)
+
     async def prometheus(web: Any, request: Any) -> Any:
         return web.bytes(metrics.render(), content_type=CONTENT_TYPE.split(";")[0])
 
-    @app.page("/positions/{sku}/{location}")  # type: ignore[untyped-decorator]
+    async def openapi_document(web: Any, request: Any) -> Any:
+        return web.bytes(openapi, content_type="application/json")
+
     @guard
     async def position(web: Any, request: Any, sku: str, location: str) -> Any:
         def render(wire: list[Any]) -> dict[str, Any]:
@@ -254,7 +309,6 @@ def register_views(
             web, request, table=tables.position, key=key, render=render, what="position"
         )
 
-    @app.page("/exceptions")  # type: ignore[untyped-decorator]  # faust ships no types
     @guard
     async def exceptions(web: Any, request: Any) -> Any:
         query = dict(request.query)
@@ -272,7 +326,6 @@ def register_views(
             body["incomplete"] = missing
         return _json(web, body)
 
-    @app.page("/pos/{po_id}")  # type: ignore[untyped-decorator]  # faust ships no types
     @guard
     async def purchase_order(web: Any, request: Any, po_id: str) -> Any:
         def render(wire: list[Any]) -> dict[str, Any]:
@@ -282,7 +335,6 @@ def register_views(
             web, request, table=tables.po, key=po_id, render=render, what="PO"
         )
 
-    @app.page("/orders/{order_id}")  # type: ignore[untyped-decorator]  # faust ships no types
     @guard
     async def sales_order(web: Any, request: Any, order_id: str) -> Any:
         def render(wire: list[Any]) -> dict[str, Any]:
@@ -291,3 +343,18 @@ def register_views(
         return await router.answer(
             web, request, table=tables.order, key=order_id, render=render, what="order"
         )
+
+    views: dict[str, View] = {
+        "/": status_page,
+        "/health": health,
+        "/health/live": health_live,
+        "/health/ready": health_ready,
+        "/metrics": prometheus,
+        "/openapi.json": openapi_document,
+        "/positions/{sku}/{location}": position,
+        "/pos/{po_id}": purchase_order,
+        "/orders/{order_id}": sales_order,
+        "/exceptions": exceptions,
+    }
+    for path in ROUTES:
+        app.page(path)(views[path])

@@ -40,10 +40,11 @@ from supplyflow.app.faust_patches import (
     new_worker,
     table_key_estimate,
 )
-from supplyflow.app.kafka_clients import ssl_context
+from supplyflow.app.kafka_clients import faust_client_settings, ssl_context, token_source
 from supplyflow.app.logs import logging_config
 from supplyflow.app.memory import register_memory_trim
 from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
+from supplyflow.app.setting_types import check_advertised_url
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
     INVENTORY_EVENTS,
@@ -131,6 +132,11 @@ def broker_credentials(settings: Settings) -> Any:
         return None
     if protocol == "SSL":
         return faust.SSLCredentials(ssl_context(settings))
+    if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+        return faust.OAuthCredentials(
+            oauth_cb=token_source(settings),
+            ssl_context=ssl_context(settings) if protocol == "SASL_SSL" else None,
+        )
     password = settings.kafka_sasl_password
     return faust.SASLCredentials(
         username=settings.kafka_sasl_username,
@@ -157,7 +163,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
-        topic_allow_declare=True,
+        topic_allow_declare=settings.create_topics,
         key_serializer="raw",
         value_serializer="raw",
         table_standby_replicas=_STANDBY_REPLICAS,
@@ -173,6 +179,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
+        # What the other workers forward look-ups to (never the bind address 0.0.0.0).
+        canonical_url=settings.web_advertised_url,
         web_in_thread=False,
         web_stats_enabled=False,
         web_graph_enabled=False,
@@ -180,6 +188,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         web_tables_enabled=False,
         web_metrics_enabled=False,
         store_check_exists=True,
+        **faust_client_settings(settings),
     )
     # Tables name their codecs (agents.state); this covers any table that forgets to.
     app.conf.table_key_serializer = MSGPACK_CODEC
@@ -361,8 +370,20 @@ def register_ticker(app: Any, ticks: str) -> None:
             await topic.send(key=None, value=b"", partition=partition)
 
 
+def check_advertised(settings: Settings) -> None:
+    """Refuse a URL the other workers cannot reach (exit 2): look-ups would fail."""
+    url = settings.web_advertised_url
+    try:
+        check_advertised_url(url)
+    except ValueError as exc:
+        raise AppError(
+            f"SUPPLYFLOW_ADVERTISED_URL: this worker would advertise {url}: {exc}"
+        ) from exc
+
+
 def run_worker(settings: Settings) -> NoReturn:
     """Create the topics, then run a worker until it is stopped (SIGTERM/SIGINT)."""
+    check_advertised(settings)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -303,6 +304,19 @@ def test_workers_bootstrap_on_kafka_internal_listener() -> None:
             assert server in internal, (
                 f"{worker} bootstraps on {server}, not kafka's internal listener {sorted(internal)}"
             )
+
+
+def test_each_worker_advertises_its_service_name_not_the_wildcard_it_binds() -> None:
+    """Look-ups are forwarded to the advertised URL: it must reach that very container."""
+    advertised = {}
+    for worker in WORKERS:
+        settings = _worker_settings(worker)
+        url = urlsplit(settings.web_advertised_url)
+        names = {worker, SERVICES[worker].get("hostname"), SERVICES[worker].get("container_name")}
+        assert url.hostname in names, f"{worker} advertises {url.geturl()}, not its own name"
+        assert url.port == settings.web_port, f"{worker} advertises port {url.port}"
+        advertised[worker] = url.geturl()
+    assert len(set(advertised.values())) == len(WORKERS), advertised
 
 
 def test_kafka_advertises_a_host_listener_on_a_published_port() -> None:
