@@ -1,4 +1,4 @@
-"""The ``supplyflow`` command: worker, kafka, produce, demo, schemas.
+"""The ``supplyflow`` command: worker, kafka, produce, demo, dlq, schemas, topics.
 
 Errors that the operator can fix end the command with exit code 2 and one clear message;
 nothing prints a traceback for a bad setting or a missing broker.
@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     kafka.add_argument(
         "action",
         choices=["up", "down", "status", "fetch", "logs", "ping"],
-        help="ping: exit 0 if any broker answers at SUPPLYFLOW_BOOTSTRAP",
+        help="ping: exit 0 if the cluster at SUPPLYFLOW_BOOTSTRAP answers, connecting with "
+        "the workers' TLS/SASL settings",
     )
     kafka.add_argument("--port", type=int, default=9092, help="broker port (default 9092)")
     kafka.add_argument("--home", type=Path, help="state folder (default .supplyflow/kafka)")
@@ -113,6 +114,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     replaying.add_argument("--dry-run", action="store_true", help="say what would be sent")
 
+    topics = sub.add_parser("topics", help="the topics and ACLs a deployment needs")
+    topics.add_argument(
+        "action",
+        choices=["plan"],
+        help="plan: every topic with partitions and configs, kafka-topics.sh and "
+        "kafka-acls.sh lines (for SUPPLYFLOW_CREATE_TOPICS=false); connects to nothing",
+    )
+    topics.add_argument("--principal", help="the workers' principal (default User:<SASL username>)")
+    topics.add_argument("--json", action="store_true", help="the plan as one JSON object")
+
     schemas = sub.add_parser("schemas", help="JSON Schemas of the input events")
     schemas.add_argument("action", choices=["export", "check"])
     schemas.add_argument("--dir", type=Path, default=Path("schemas"))
@@ -146,12 +157,19 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
     from supplyflow.app import local_kafka
 
     if args.action == "ping":
+        from supplyflow.app.kafka_clients import ping
         from supplyflow.app.settings import load_settings
 
-        bootstrap = load_settings(args.config).bootstrap
-        ready = local_kafka.wait_until_ready(bootstrap, _PING_TIMEOUT_S)
-        print(f"Kafka {'answers' if ready else 'does not answer'} at {bootstrap}")
-        return 0 if ready else 1
+        settings = load_settings(args.config)
+        how: str = settings.kafka_security_protocol
+        if how.startswith("SASL_"):
+            how += f" {settings.kafka_sasl_mechanism}"
+        problem = asyncio.run(ping(settings, _PING_TIMEOUT_S))
+        if problem is None:
+            print(f"Kafka answers at {settings.bootstrap} ({how})")
+            return 0
+        print(f"Kafka does not answer at {settings.bootstrap} ({how}): {problem}")
+        return 1
     cfg = local_kafka.default_config(
         home=args.home,
         port=args.port,
@@ -273,6 +291,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(load_settings(args.config))
 
 
+def _cmd_topics(args: argparse.Namespace) -> int:
+    import orjson
+
+    from supplyflow.app.settings import load_settings
+    from supplyflow.app.topics_plan import plan, render_plan
+
+    settings = load_settings(args.config)
+    if args.json:
+        print(orjson.dumps(plan(settings, args.principal), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_plan(settings, args.principal), end="")
+    return 0
+
+
 def _cmd_schemas(args: argparse.Namespace) -> int:
     from supplyflow.app.schemas import check_directory, export_schemas
 
@@ -370,6 +402,7 @@ _COMMANDS = {
     "demo": _cmd_demo,
     "schemas": _cmd_schemas,
     "dlq": _cmd_dlq,
+    "topics": _cmd_topics,
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any, Final
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
+from aiokafka.protocol.admin import SaslAuthenticateRequest, SaslHandShakeRequest
 
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.oauth_tokens import TokenSource
@@ -193,7 +194,53 @@ async def diagnose(settings: Settings) -> str | None:
     except (OSError, kafka_errors.KafkaError, AppError) as exc:
         return _explain(settings, address, exc)
     conn.close()
+    if protocol_uses_oauth(settings):
+        return await _oauth_refusal(settings, host.strip("[]"), int(port), address)
     return None
+
+
+def protocol_uses_oauth(settings: Settings) -> bool:
+    protocol = settings.kafka_security_protocol
+    return protocol.startswith("SASL_") and settings.kafka_sasl_mechanism == "OAUTHBEARER"
+
+
+async def _oauth_refusal(settings: Settings, host: str, port: int, address: str) -> str | None:
+    """Why the broker refuses the OAUTHBEARER token, or None when it accepts it.
+
+    aiokafka takes the handshake as done once the token is sent, even when the broker
+    answers with an error challenge (RFC 7628) and then drops the connection; this sends
+    the token itself and reads the answer.
+    """
+    tls = settings.kafka_security_protocol == "SASL_SSL"
+    conn = await asyncio.wait_for(
+        create_conn(
+            host,
+            port,
+            security_protocol="SSL" if tls else "PLAINTEXT",
+            ssl_context=ssl_context(settings) if tls else None,
+        ),
+        DIAGNOSE_TIMEOUT_S,
+    )
+    try:
+        token = await token_source(settings).token()
+        await asyncio.wait_for(conn.send(SaslHandShakeRequest("OAUTHBEARER")), DIAGNOSE_TIMEOUT_S)
+        message = f"n,,\x01auth=Bearer {token}\x01\x01".encode()
+        answer = await asyncio.wait_for(
+            conn.send(SaslAuthenticateRequest(message)), DIAGNOSE_TIMEOUT_S
+        )
+    except (TimeoutError, OSError, kafka_errors.KafkaError, AppError) as exc:
+        return _explain(settings, address, exc)
+    finally:
+        conn.close()
+    challenge = bytes(answer.sasl_auth_bytes or b"").decode("utf-8", "replace")
+    if answer.error_code == 0 and not challenge:
+        return None
+    status = challenge or (answer.error_message or f"error code {answer.error_code}")
+    return (
+        f"{address} refused the OAUTHBEARER token ({status}): check that the token source "
+        "(SUPPLYFLOW_KAFKA_SASL_OAUTH_TOKEN_FILE or _COMMAND) gives a valid, unexpired "
+        "token for a principal the cluster knows"
+    )
 
 
 async def ping(settings: Settings, timeout_s: float) -> str | None:

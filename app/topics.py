@@ -137,7 +137,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create missing topics; check the partition count of existing ones.
+    """Create missing topics (only check, with ``SUPPLYFLOW_CREATE_TOPICS=false``); check
+    the partition count of existing ones.
 
     Returns the names created. Raises :class:`AppError` when Kafka cannot be reached or an
     input topic has the wrong number of partitions.
@@ -165,6 +166,13 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 )
         missing = [spec for spec in specs if spec.name not in found]
         created: list[str] = []
+        if missing and not settings.create_topics:
+            raise AppError(
+                f"{len(missing)} of supplyflow's topics do not exist on {settings.bootstrap} "
+                f"and SUPPLYFLOW_CREATE_TOPICS is false: {', '.join(s.name for s in missing)}. "
+                "Create them with the partitions and configs `supplyflow topics plan` prints "
+                "(same settings), or let the workers create them (SUPPLYFLOW_CREATE_TOPICS=true)"
+            )
         if missing:
             response = await admin.create_topics(
                 [

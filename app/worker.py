@@ -164,6 +164,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=settings.create_topics,
+        # Nothing here elects a leader: without it, every topic the worker uses is one of
+        # topics.topic_specs (what `supplyflow topics plan` lists for pre-provisioning).
+        topic_disable_leader=True,
         key_serializer="raw",
         value_serializer="raw",
         table_standby_replicas=_STANDBY_REPLICAS,

@@ -18,6 +18,7 @@ __all__ = [
     "ENV_BOOTSTRAP",
     "ENV_KAFKA_HOME",
     "KAFKA_VERSION",
+    "OAUTH_MECHANISM",
     "SCRAM_MECHANISMS",
     "BrokerPaths",
     "BrokerStatus",
@@ -36,6 +37,10 @@ ENV_BOOTSTRAP = "SUPPLYFLOW_BOOTSTRAP"
 _DEFAULT_HOME = Path(".supplyflow") / "kafka"
 #: SASL mechanisms of the secure listener; users get credentials for each.
 SCRAM_MECHANISMS = ("SCRAM-SHA-512",)
+#: The secure listener also takes OAUTHBEARER with Kafka's built-in unsecured validator:
+#: any unsigned JWT (``{"alg": "none"}``) naming a ``sub`` and a future ``exp`` passes.
+#: For development and tests of the token path only, never for a real cluster.
+OAUTH_MECHANISM = "OAUTHBEARER"
 _HEAP = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 _MAX_PORT = 65535
 
@@ -214,13 +219,17 @@ def render_server_properties(cfg: LocalKafkaConfig) -> str:
         advertised += f",SASL_SSL://{host}:{cfg.secure_port}"
         protocols += ",SASL_SSL:SASL_SSL"
         secure = [
-            ("sasl.enabled.mechanisms", ",".join(SCRAM_MECHANISMS)),
+            ("sasl.enabled.mechanisms", ",".join((*SCRAM_MECHANISMS, OAUTH_MECHANISM))),
             *(
                 (
                     f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config",
                     "org.apache.kafka.common.security.scram.ScramLoginModule required;",
                 )
                 for mechanism in SCRAM_MECHANISMS
+            ),
+            (
+                "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config",
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;",
             ),
             ("listener.name.sasl_ssl.ssl.keystore.type", "PEM"),
             ("listener.name.sasl_ssl.ssl.keystore.location", _escape(str(cfg.paths.keystore))),

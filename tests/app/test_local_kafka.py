@@ -246,7 +246,8 @@ def test_secure_listener_adds_sasl_ssl_with_a_private_pem_keystore(tmp_path: Pat
     )
     assert props["advertised.listeners"].endswith(",SASL_SSL://127.0.0.1:19510")
     assert "SASL_SSL:SASL_SSL" in props["listener.security.protocol.map"]
-    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512,OAUTHBEARER"
+    assert "OAuthBearerLoginModule" in props["listener.name.sasl_ssl.oauthbearer.sasl.jaas.config"]
     assert "ScramLoginModule" in props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
     assert props["listener.name.sasl_ssl.ssl.keystore.type"] == "PEM"
     assert props["inter.broker.listener.name"] == "PLAINTEXT"

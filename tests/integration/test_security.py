@@ -11,6 +11,7 @@ fix. The password and the API token appear in no log, metric, page or API answer
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import ipaddress
 import os
@@ -355,3 +356,98 @@ def test_bad_credentials_stop_the_worker_with_what_to_fix(
         assert words in output, output
     assert "Traceback" not in output, output
     assert PASSWORD not in output
+
+
+def _unsigned_jwt(subject: str, expires_in_s: float) -> str:
+    """A token Kafka's unsecured OAUTHBEARER validator (the local broker's) accepts."""
+
+    def part(claims: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(claims)).decode().rstrip("=")
+
+    now = time.time()
+    header = part({"alg": "none"})
+    return f"{header}.{part({'sub': subject, 'iat': now, 'exp': now + expires_in_s})}."
+
+
+def _oauth_env(broker: SecureBroker, token_file: Path) -> dict[str, str]:
+    return broker.env(
+        SUPPLYFLOW_KAFKA_SASL_MECHANISM="OAUTHBEARER",
+        SUPPLYFLOW_KAFKA_SASL_USERNAME="",
+        SUPPLYFLOW_KAFKA_SASL_PASSWORD="",
+        SUPPLYFLOW_KAFKA_SASL_OAUTH_TOKEN_FILE=str(token_file),
+    )
+
+
+def test_worker_authenticates_with_an_oauthbearer_token_file(
+    secure_broker: SecureBroker,
+    names: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(_unsigned_jwt("supplyflow-oauth", 3600) + "\n")
+    env = _oauth_env(secure_broker, token_file)
+    ping = subprocess.run(
+        [sys.executable, "-m", "supplyflow", "kafka", "ping"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=REFUSED_S,
+    )
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert "SASL_SSL OAUTHBEARER" in ping.stdout
+    worker = start_worker(**env, SUPPLYFLOW_PARTITIONS="4")
+    worker.wait_healthy(WORKER_READY_S)
+    settings = Settings(
+        bootstrap=secure_broker.bootstrap,
+        topic_prefix=names["prefix"],
+        app_id=names["app_id"],
+        partitions=4,
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="OAUTHBEARER",
+        kafka_sasl_oauth_token_file=token_file,
+        kafka_ssl_cafile=secure_broker.cafile,
+    )
+    records = sample_scenario(names["app_id"], max_record_bytes=settings.max_record_bytes)
+    asyncio.run(produce_records(settings, records))
+    good = sum(1 for r in records if r.expect == OK)
+    deadline = time.monotonic() + PROCESS_S
+    while _applied(worker) < good and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert _applied(worker) == good
+    token = token_file.read_text().strip()
+    assert token not in worker.log_path.read_text(errors="replace")
+
+    # An expired token is refused, and `kafka ping` says what to check.
+    token_file.write_text(_unsigned_jwt("supplyflow-oauth", -600))
+    refused = subprocess.run(
+        [sys.executable, "-m", "supplyflow", "kafka", "ping"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=REFUSED_S,
+    )
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "refused the OAUTHBEARER token" in refused.stdout
+
+
+def test_kafka_ping_uses_tls_and_sasl(secure_broker: SecureBroker) -> None:
+    def ping(**changes: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "supplyflow", "kafka", "ping"],
+            env={**os.environ, **secure_broker.env(**changes)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=REFUSED_S,
+        )
+
+    ok = ping()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "answers" in ok.stdout
+    wrong = ping(SUPPLYFLOW_KAFKA_SASL_PASSWORD="not-" + PASSWORD)
+    assert wrong.returncode == 1
+    assert "refused the SCRAM-SHA-512 credentials" in wrong.stdout
+    assert PASSWORD not in wrong.stdout + wrong.stderr
