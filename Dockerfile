@@ -21,6 +21,8 @@ RUN groupadd --system --gid 10001 supplyflow \
     && mkdir -p /var/lib/supplyflow \
     && chown supplyflow:supplyflow /var/lib/supplyflow
 
+# Binding 0.0.0.0, a worker advertises the container's host name to the others unless
+# SUPPLYFLOW_ADVERTISED_URL names what they reach it at (docs/operations.md, "HTTP API").
 ENV SUPPLYFLOW_DATA_DIR=/var/lib/supplyflow \
     SUPPLYFLOW_WEB_HOST=0.0.0.0 \
     SUPPLYFLOW_WEB_PORT=6066

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from supplyflow.app.cli import _parser
 from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
+from supplyflow.app.setting_types import CLIENT_OPTION_PREFIX, CLIENT_OPTIONS
 from supplyflow.app.settings import ENV_PREFIX, Settings
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -137,6 +138,11 @@ def _variable_problem(name: str, code: str) -> str | None:
     base = field.removesuffix("_file")
     if field.endswith("_file") and base in _secret_settings():
         return None  # the secret read from a file
+    if name.startswith(CLIENT_OPTION_PREFIX) and name != CLIENT_OPTION_PREFIX:
+        option = name.removeprefix(CLIENT_OPTION_PREFIX).lower()
+        if option in CLIENT_OPTIONS:
+            return None
+        return f"{name}: {option!r} is not a Kafka client option supplyflow passes through"
     if f'"{name}"' in code or f"'{name}'" in code:
         return None  # read by a tool or a test, not a worker setting
     return f"{name} is neither a setting (Settings has no {field!r}) nor read by any code"
@@ -248,6 +254,10 @@ def test_checks_report_what_does_not_exist(code_text: str) -> None:
     ]
     assert _variable_problem("SUPPLYFLOW_BOOTSTRAP", code_text) is None
     assert _variable_problem("SUPPLYFLOW_BOOTSTRAPP", code_text) is not None
+    assert _variable_problem("SUPPLYFLOW_API_TOKEN_FILE", code_text) is None
+    assert _variable_problem("SUPPLYFLOW_APP_ID_FILE", code_text) is not None
+    assert _variable_problem("SUPPLYFLOW_KAFKA_CLIENT_CLIENT_ID", code_text) is None
+    assert _variable_problem("SUPPLYFLOW_KAFKA_CLIENT_LINGER_MS", code_text) is not None
     assert "supplyflow_events_total" in _exported_metric_names()
     assert "supplyflow_events" not in _exported_metric_names()
     assert _slug("Dead letters: `supplyflow dlq list|show|replay`") == (
