@@ -3,8 +3,8 @@
 Each batch is applied per partition. Its position deltas go to the internal
 ``<app_id>-position-deltas`` topic (one record per target partition, holding every
 position key of it) and its exception transitions to ``exceptions``, both queued in the
-agent's :class:`~supplyflow.app.batch_io.Outbox`; the new states are staged in its
-:class:`~supplyflow.app.batch_io.TableIO`. The agent flushes the outbox and only then
+agent's :class:`~supplyflow.agents.runtime.outbox.Outbox`; the new states are staged in its
+:class:`~supplyflow.agents.runtime.table_io.TableIO`. The agent flushes the outbox and only then
 commits the states, so a crash in between replays into the same outputs, which positions
 and the exception emitter skip.
 
@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
-from supplyflow.agents.deadlines import DeadlineIndex
 from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import Accepted, by_partition
-from supplyflow.app.batch_io import Outbox, TableIO, encode
-from supplyflow.app.keys import partition_for
-from supplyflow.app.metrics import Metrics
+from supplyflow.agents.metrics import Metrics
+from supplyflow.agents.runtime.deadlines import DeadlineIndex
+from supplyflow.agents.runtime.keys import partition_for
+from supplyflow.agents.runtime.outbox import Outbox
+from supplyflow.agents.runtime.table_io import TableIO, encode
 from supplyflow.codecs import DecodeError
 from supplyflow.tables.batch import apply_entity_batch
 from supplyflow.tables.common import Rejection

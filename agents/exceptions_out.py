@@ -17,11 +17,11 @@ from typing import Any
 
 import orjson
 
-from supplyflow.agents.progress import is_marker
-from supplyflow.agents.tail import READ_BACK_RECORDS, read_tail
-from supplyflow.app.batch_io import Outbox
-from supplyflow.app.keys import partition_for
-from supplyflow.app.metrics import Metrics
+from supplyflow.agents.metrics import Metrics
+from supplyflow.agents.runtime.keys import partition_for
+from supplyflow.agents.runtime.outbox import Outbox
+from supplyflow.agents.runtime.progress import is_marker
+from supplyflow.agents.runtime.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import EXCEPTIONS
 from supplyflow.tables.exceptions import ExceptionBook, Transition

@@ -6,7 +6,7 @@ hands the valid events, grouped by partition and in order, to the entity handler
 sends each record that failed decoding or that the handler rejected to ``dlq`` with its
 reason. A bad record never stops the agent or holds back the ones after it.
 
-The batches come from an :class:`~supplyflow.agents.reader.InputReader`, not from Faust's
+The batches come from an :class:`~supplyflow.agents.runtime.reader.InputReader`, not from Faust's
 per-record delivery; the Faust agent itself consumes the ticks topic (deadlines, and the
 signal that a partition is ready to read after a rebalance).
 """
@@ -20,12 +20,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from supplyflow.agents.progress import ProgressMarkers
-from supplyflow.agents.reader import InputReader, ReaderAgent, TickHandler
-from supplyflow.agents.tail import READ_BACK_RECORDS, read_tail
-from supplyflow.app.batch_io import Outbox, TableIO
+from supplyflow.agents.metrics import DEAD_LETTERED, Metrics, observe_all
+from supplyflow.agents.runtime.outbox import Outbox
+from supplyflow.agents.runtime.progress import ProgressMarkers
+from supplyflow.agents.runtime.reader import InputReader, ReaderAgent, TickHandler
+from supplyflow.agents.runtime.table_io import TableIO
+from supplyflow.agents.runtime.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.app.faust_patches import partition_scope
-from supplyflow.app.metrics import DEAD_LETTERED, Metrics, observe_all
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ
 from supplyflow.codecs import AnyEvent, DecodeError, build_dead_letter, decode_input
@@ -176,7 +177,7 @@ class SentLetters:
     A dead letter goes to the ``dlq`` partition of its source partition, and is sent
     before the marker that says its record is done; a worker killed in between leaves the
     record to its successor, which would send the letter again. The successor reads the
-    partition's tail back once (see :mod:`supplyflow.agents.tail`) and skips letters whose
+    partition's tail back once (see :mod:`supplyflow.agents.runtime.tail`) and skips letters whose
     source topic and offset are already there. Shared by a worker's agents.
     """
 
@@ -393,7 +394,7 @@ def register_input_agent(
     tunables: IngestTunables = DEFAULT_TUNABLES,
 ) -> ReaderAgent:
     """The reader agent for input topic ``topic`` (contract name, without prefix): its
-    input is read in batches by an :class:`~supplyflow.agents.reader.InputReader` (see
+    input is read in batches by an :class:`~supplyflow.agents.runtime.reader.InputReader` (see
     there why), driven by the ticks of ``ticks_topic`` (see ``register_ticks_agent``).
     """
     agent = InputAgent(

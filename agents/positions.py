@@ -4,10 +4,10 @@ It consumes ``inventory.events`` (keyed ``SKU@LOCATION``) and the internal delta
 (same keys, same partition count), so partition *p* of both belongs to the worker that
 owns the positions of partition *p*. After each batch it emits every changed position to
 ``inventory.positions`` (one record batch per partition, see
-:mod:`supplyflow.app.batch_io`), waits for Kafka to take them, and then commits the
+:mod:`supplyflow.agents.runtime.outbox`), waits for Kafka to take them, and then commits the
 states: a crash in between replays into the same outputs rather than losing one.
 
-Both topics are read in batches by an :class:`~supplyflow.agents.reader.InputReader`.
+Both topics are read in batches by an :class:`~supplyflow.agents.runtime.reader.InputReader`.
 Earlier versions appended a heartbeat (:data:`HEARTBEAT`, no deltas) to each deltas
 partition twice a second; such records are still skipped.
 """
@@ -33,11 +33,12 @@ from supplyflow.agents.ingest import (
     observe_processed,
     replayed,
 )
-from supplyflow.agents.progress import ProgressMarkers, merge_completed
-from supplyflow.agents.reader import InputReader, ReaderAgent
-from supplyflow.app.batch_io import Outbox, TableIO
+from supplyflow.agents.metrics import Metrics, observe_all
+from supplyflow.agents.runtime.outbox import Outbox
+from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
+from supplyflow.agents.runtime.reader import InputReader, ReaderAgent
+from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.app.faust_patches import partition_scope
-from supplyflow.app.metrics import Metrics, observe_all
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
     INVENTORY_EVENTS,
@@ -243,7 +244,7 @@ def register_position_agent(
     letters: SentLetters | None = None,
 ) -> ReaderAgent:
     """The reader agent for inventory.events and the position deltas (read in batches by
-    an :class:`~supplyflow.agents.reader.InputReader`, driven by ticks)."""
+    an :class:`~supplyflow.agents.runtime.reader.InputReader`, driven by ticks)."""
     dead_letters = DeadLetters(settings, INVENTORY_EVENTS, metrics, letters)
     actor = PositionActor(
         app,

@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from supplyflow.app.keys import partition_of
+from supplyflow.agents.runtime.keys import partition_of
 
 __all__ = ["PARTITIONERS", "Partitioner", "fnv1a_32", "partitioner"]
 

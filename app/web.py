@@ -32,10 +32,11 @@ import orjson
 from pydantic import SecretStr
 
 from supplyflow.agents.exceptions_out import OpenExceptions, book_from_wire
-from supplyflow.agents.progress import is_marker
+from supplyflow.agents.metrics import Metrics
+from supplyflow.agents.runtime.keys import partition_for
+from supplyflow.agents.runtime.progress import is_marker
 from supplyflow.agents.state import StateTables
-from supplyflow.app.keys import partition_for
-from supplyflow.app.metrics import CONTENT_TYPE, Metrics
+from supplyflow.app.metrics import CONTENT_TYPE
 from supplyflow.tables.order import OrderState, order_view
 from supplyflow.tables.po import PoState, po_view
 from supplyflow.tables.position import PositionState, position_record

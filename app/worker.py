@@ -28,11 +28,13 @@ from supplyflow.agents.ingest import (
     owned_partitions,
     register_input_agent,
 )
+from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.positions import register_position_agent
-from supplyflow.agents.reader import InputReader, register_ticks_agent
+from supplyflow.agents.runtime.outbox import Outbox
+from supplyflow.agents.runtime.reader import InputReader, register_ticks_agent
+from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import faust_patches, kafka_records
-from supplyflow.app.batch_io import Outbox, TableIO
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.faust_patches import (
     BatchingStream,
@@ -43,7 +45,7 @@ from supplyflow.app.faust_patches import (
 from supplyflow.app.kafka_clients import faust_client_settings, ssl_context, token_source
 from supplyflow.app.logs import logging_config
 from supplyflow.app.memory import register_memory_trim
-from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
+from supplyflow.app.metrics import StateProbes, WorkerCollector
 from supplyflow.app.setting_types import check_advertised_url
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
@@ -173,7 +175,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         broker_session_timeout=_seconds(settings.broker_session_timeout),
         broker_heartbeat_interval=max(0.5, _seconds(settings.broker_session_timeout) / 10),
         producer_max_request_size=max_dlq_message_bytes(settings),
-        # batch_io sends a partition's records of one agent batch as one record batch:
+        # The outbox sends a partition's records of one agent batch as one record batch:
         # room for a few thousand (a batch may not exceed a topic's 1 MiB message limit).
         producer_max_batch_size=_PRODUCE_BATCH_BYTES,
         consumer_max_fetch_size=max_input_message_bytes(settings),

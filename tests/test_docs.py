@@ -22,8 +22,9 @@ from typing import Final
 import pytest
 from prometheus_client import CollectorRegistry
 
+from supplyflow.agents.metrics import Metrics
 from supplyflow.app.cli import _parser
-from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
+from supplyflow.app.metrics import StateProbes, WorkerCollector
 from supplyflow.app.setting_types import CLIENT_OPTION_PREFIX, CLIENT_OPTIONS
 from supplyflow.app.settings import ENV_PREFIX, Settings
 

@@ -23,7 +23,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from supplyflow.app.metrics import Metrics, StateProbes, WorkerCollector
+from supplyflow.agents.metrics import Metrics
+from supplyflow.app.metrics import StateProbes, WorkerCollector
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

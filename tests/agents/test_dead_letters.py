@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from supplyflow.agents import ingest
 from supplyflow.agents.ingest import DeadLetters, Rejected, SentLetters
-from supplyflow.app.metrics import Metrics
+from supplyflow.agents.metrics import Metrics
 from supplyflow.app.settings import Settings
 from supplyflow.codecs import DecodeError, build_dead_letter
 

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from supplyflow.agents.entities import EntityActor
 from supplyflow.agents.ingest import InputAgent
-from supplyflow.agents.progress import GapEvent, GapMessage, marker_key
-from supplyflow.app.metrics import Metrics
+from supplyflow.agents.metrics import Metrics
+from supplyflow.agents.runtime.progress import GapEvent, GapMessage, marker_key
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ, PO_EVENTS
 from supplyflow.app.worker import PO_KIND

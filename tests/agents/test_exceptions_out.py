@@ -9,8 +9,8 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
-from supplyflow.app.keys import partition_for
-from supplyflow.app.metrics import Metrics
+from supplyflow.agents.metrics import Metrics
+from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.app.settings import Settings
 from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import OVERALLOCATION

@@ -1,4 +1,4 @@
-"""Bulk histogram observations (app.metrics.observe_all) and scrape-time gauges."""
+"""Bulk histogram observations (agents.metrics.observe_all) and scrape-time gauges."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from supplyflow.app.metrics import StateProbes, WorkerCollector, observe_all
+from supplyflow.agents.metrics import observe_all
+from supplyflow.app.metrics import StateProbes, WorkerCollector
 
 _BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
 

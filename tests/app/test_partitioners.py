@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from supplyflow.app.keys import partition_for
+from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.app.partitioners import PARTITIONERS, fnv1a_32, partitioner
 
 EVERY = list(range(8))

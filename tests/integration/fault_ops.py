@@ -15,7 +15,7 @@ from typing import Final
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from supplyflow.agents.reader import input_group
+from supplyflow.agents.runtime.reader import input_group
 from supplyflow.app import local_kafka
 from supplyflow.app.produce import produce_records
 from supplyflow.app.sample import SampleRecord

@@ -21,7 +21,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from supplyflow.app.keys import partition_for
+from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.produce import produce_records
 from supplyflow.app.sample import OK, SampleRecord, sample_scenario

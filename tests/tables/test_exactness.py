@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supplyflow.app.keys import partition_for
+from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.app.workload import DISTRIBUTOR, Scenario, generate
 from supplyflow.codecs import DecodeError, decode_input
 from supplyflow.codecs.events import EVENT_TYPE_TOPIC, InventoryAdjusted, InventorySnapshot

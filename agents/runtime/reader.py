@@ -18,7 +18,7 @@ Who reads what:
 * A partition is read only once it is *active*: after a rebalance Faust restores the
   tables and only then resumes the ticks stream, so the agent activates partition *p*
   on its first tick of *p* and the reader seeks to the record after the progress marker
-  (see :mod:`supplyflow.agents.progress`), which is where the table's state ends.
+  (see :mod:`supplyflow.agents.runtime.progress`), which is where the table's state ends.
 * When a rebalance starts, the reader forgets every partition (:meth:`reset`) once the
   batch in progress is done; nothing fetched before is processed after. Ticks activate
   the partitions this worker still owns again, from their markers.
@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from supplyflow.agents.progress import GapEvent, gap_event
+from supplyflow.agents.runtime.progress import GapEvent, gap_event
 from supplyflow.app.kafka_clients import client_options
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import max_input_message_bytes

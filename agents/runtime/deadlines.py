@@ -12,8 +12,8 @@ import heapq
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from supplyflow.agents.progress import is_marker
-from supplyflow.app.keys import partition_for
+from supplyflow.agents.runtime.keys import partition_for
+from supplyflow.agents.runtime.progress import is_marker
 
 __all__ = ["DeadlineIndex"]
 

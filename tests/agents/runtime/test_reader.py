@@ -10,8 +10,8 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from supplyflow.agents.progress import GapEvent
-from supplyflow.agents.reader import InputReader, read_batches
+from supplyflow.agents.runtime.progress import GapEvent
+from supplyflow.agents.runtime.reader import InputReader, read_batches
 from supplyflow.app.settings import Settings
 
 SETTINGS = Settings(bootstrap="127.0.0.1:1", topic_prefix="t.", app_id="t")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from supplyflow.agents.progress import (
+from supplyflow.agents.runtime.progress import (
     GapEvent,
     GapMessage,
     ProgressMarkers,

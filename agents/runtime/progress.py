@@ -3,7 +3,7 @@
 Each agent keeps, in its own table and partition, the last offset it processed per
 source topic, written after the batch's states, so the changelog holds it only if it
 holds them. After a rebalance or a restart the agent's reader
-(:mod:`supplyflow.agents.reader`) resumes at ``marker + 1``. Earlier versions let Faust
+(:mod:`supplyflow.agents.runtime.reader`) resumes at ``marker + 1``. Earlier versions let Faust
 deliver the input and found it skipping records around rebalances (a worker jumping from
 offset 25 to 27, the records in between never processed); if a batch starts past
 ``marker + 1``, the missing records are still read from Kafka directly.

@@ -1,4 +1,4 @@
-"""Partitioning keys as Kafka's default partitioner does (app.keys)."""
+"""Partitioning keys as Kafka's default partitioner does (agents.runtime.keys)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from supplyflow.app.keys import murmur2, partition_for, partition_of
+from supplyflow.agents.runtime.keys import murmur2, partition_for, partition_of
 
 
 def test_murmur2_hashes_as_aiokafka_does() -> None:
