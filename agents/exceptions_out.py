@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 
 from supplyflow.agents.metrics import Metrics
+from supplyflow.agents.runtime.config import RuntimeConfig
 from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import is_marker
 from supplyflow.agents.runtime.tail import READ_BACK_RECORDS, read_tail
-from supplyflow.app.settings import Settings
-from supplyflow.app.topics import EXCEPTIONS
+from supplyflow.agents.topics import EXCEPTIONS
 from supplyflow.tables.exceptions import ExceptionBook, Transition
 from supplyflow.tables.order import OrderState
 from supplyflow.tables.po import PoState
@@ -37,13 +37,11 @@ log = logging.getLogger(__name__)
 class ExceptionEmitter:
     """Sends transitions to ``exceptions``, skipping any already written."""
 
-    def __init__(
-        self, app: Any, settings: Settings, metrics: Metrics, index: OpenExceptions
-    ) -> None:
+    def __init__(self, config: RuntimeConfig, metrics: Metrics, index: OpenExceptions) -> None:
         self.index = index
-        self.settings = settings
+        self.kafka = config.kafka
         self.metrics = metrics
-        self.topic_name = settings.topic(EXCEPTIONS)
+        self.topic_name = config.topic(EXCEPTIONS)
         #: partition -> (exception_id, status) written -> for an ``OVERALLOCATION`` open,
         #: its record (what :meth:`unresolved` looks up; other records are not kept: at a
         #: million positions hundreds of thousands are open)
@@ -62,7 +60,7 @@ class ExceptionEmitter:
             status = body["status"]
             written[(body["exception_id"], status)] = body if _kept(body) else None
 
-        await read_tail(self.settings, self.topic_name, partition, each)
+        await read_tail(self.kafka, self.topic_name, partition, each)
         log.info("read back %d exception transitions of partition %d", len(written), partition)
         return written
 

@@ -21,21 +21,20 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from supplyflow.agents.metrics import DEAD_LETTERED, Metrics, observe_all
+from supplyflow.agents.runtime.config import RuntimeConfig
+from supplyflow.agents.runtime.faust_patches import partition_scope
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers
 from supplyflow.agents.runtime.reader import InputReader, ReaderAgent, TickHandler
 from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.agents.runtime.tail import READ_BACK_RECORDS, read_tail
-from supplyflow.app.faust_patches import partition_scope
-from supplyflow.app.settings import Settings
-from supplyflow.app.topics import DLQ
+from supplyflow.agents.topics import DLQ
 from supplyflow.codecs import AnyEvent, DecodeError, build_dead_letter, decode_input
 from supplyflow.codecs.dlq import DLQ_HEADER_PREFIX
 
 __all__ = [
     "Accepted",
     "EntityHandler",
-    "IngestTunables",
     "InputAgent",
     "Rejected",
     "SentLetters",
@@ -46,24 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class IngestTunables:
-    """How input agents batch."""
-
-    #: Most records per batch: amortises table writes and per-batch work over many events
-    #: while keeping memory per batch small.
-    batch_max: int = 2000
-    #: Longest a batch stays open after its first record, in seconds: bounds the latency
-    #: batching adds under sustained load.
-    batch_window_s: float = 0.025
-    #: A batch closes when no record arrived for this long, in seconds (caught up): the
-    #: latency batching adds when input is sparse.
-    batch_idle_s: float = 0.002
-
-
-DEFAULT_TUNABLES: Final = IngestTunables()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +126,6 @@ def observe_processed(metrics: Metrics, topic: str, events: Sequence[Any]) -> No
         metrics.note_processed(topic, partition, offset)
 
 
-def owned_partitions(app: Any, topic: str) -> frozenset[int]:
-    """The partitions of ``topic`` assigned to this worker right now."""
-    return frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
-
-
 def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
     """The dead-letter entry for an event the domain rejected."""
     msg = item.source.message
@@ -181,9 +157,9 @@ class SentLetters:
     source topic and offset are already there. Shared by a worker's agents.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.topic = settings.topic(DLQ)
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.kafka = config.kafka
+        self.topic = config.topic(DLQ)
         #: partition -> (source topic, source offset) -> None, oldest first
         self._sent: dict[int, dict[tuple[str, int], None]] = {}
 
@@ -204,7 +180,7 @@ class SentLetters:
                 if topic is not None and offset is not None:
                     found[(topic.decode("utf-8", "replace"), int(offset))] = None
 
-            await read_tail(self.settings, self.topic, partition, each)
+            await read_tail(self.kafka, self.topic, partition, each)
             sent = self._sent.setdefault(partition, found)
         return sent
 
@@ -217,11 +193,15 @@ class DeadLetters:
     """Sends rejected records of one input topic to ``dlq``, with metrics and a log line."""
 
     def __init__(
-        self, settings: Settings, topic: str, metrics: Metrics, letters: SentLetters | None = None
+        self,
+        config: RuntimeConfig,
+        topic: str,
+        metrics: Metrics,
+        letters: SentLetters | None = None,
     ) -> None:
         self.topic = topic
-        self.full_name = settings.topic(topic)
-        self.dlq = settings.topic(DLQ)
+        self.full_name = config.topic(topic)
+        self.dlq = config.topic(DLQ)
         self.metrics = metrics
         #: what ``dlq`` holds already (None: not checked, as in tests of a single process)
         self.letters = letters
@@ -310,7 +290,7 @@ class InputAgent:
 
     def __init__(
         self,
-        settings: Settings,
+        config: RuntimeConfig,
         *,
         topic: str,
         handler: EntityHandler,
@@ -321,14 +301,14 @@ class InputAgent:
         on_tick: TickHandler | None = None,
     ) -> None:
         self.topic = topic
-        self.input_name = settings.topic(topic)
+        self.input_name = config.topic(topic)
         self.handler = handler
         self.metrics = metrics
         self.io = io
         self.outbox = outbox
-        self.max_bytes = settings.max_record_bytes
-        self.dead_letters = DeadLetters(settings, topic, metrics, letters)
-        self.markers = ProgressMarkers(io.scoped(), settings)
+        self.max_bytes = config.max_record_bytes
+        self.dead_letters = DeadLetters(config, topic, metrics, letters)
+        self.markers = ProgressMarkers(io.scoped(), config.kafka)
         self._on_tick = on_tick
 
     def discard(self) -> None:
@@ -381,24 +361,22 @@ class InputAgent:
 
 def register_input_agent(
     app: Any,
-    settings: Settings,
+    config: RuntimeConfig,
     *,
     topic: str,
     handler: EntityHandler,
     metrics: Metrics,
     io: TableIO,
     outbox: Outbox,
-    ticks_topic: str,
     letters: SentLetters | None = None,
     on_tick: TickHandler | None = None,
-    tunables: IngestTunables = DEFAULT_TUNABLES,
 ) -> ReaderAgent:
     """The reader agent for input topic ``topic`` (contract name, without prefix): its
     input is read in batches by an :class:`~supplyflow.agents.runtime.reader.InputReader` (see
-    there why), driven by the ticks of ``ticks_topic`` (see ``register_ticks_agent``).
+    there why), driven by the ticks (see ``register_ticks_agent``).
     """
     agent = InputAgent(
-        settings,
+        config,
         topic=topic,
         handler=handler,
         metrics=metrics,
@@ -407,17 +385,11 @@ def register_input_agent(
         letters=letters,
         on_tick=on_tick,
     )
-    reader = InputReader(
-        settings,
-        [agent.input_name],
-        batch_max=tunables.batch_max,
-        window_s=tunables.batch_window_s,
-        idle_s=tunables.batch_idle_s,
-    )
+    reader = InputReader(config, [agent.input_name])
     return ReaderAgent(
         app,
         reader,
-        ticks_topic=ticks_topic,
+        ticks_topic=config.ticks_topic,
         handle=agent.process_batch,
         markers=agent.marker_of,
         on_tick=agent.tick,

@@ -26,7 +26,6 @@ import orjson
 from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import (
     DeadLetters,
-    IngestTunables,
     SentLetters,
     decode_batch,
     discard,
@@ -34,17 +33,13 @@ from supplyflow.agents.ingest import (
     replayed,
 )
 from supplyflow.agents.metrics import Metrics, observe_all
+from supplyflow.agents.runtime.config import RuntimeConfig
+from supplyflow.agents.runtime.faust_patches import partition_scope
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
 from supplyflow.agents.runtime.reader import InputReader, ReaderAgent
 from supplyflow.agents.runtime.table_io import TableIO
-from supplyflow.app.faust_patches import partition_scope
-from supplyflow.app.settings import Settings
-from supplyflow.app.topics import (
-    INVENTORY_EVENTS,
-    POSITIONS,
-    deltas_topic_name,
-)
+from supplyflow.agents.topics import INVENTORY_EVENTS, POSITIONS
 from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
 from supplyflow.codecs.packing import unpack
 from supplyflow.tables.common import epoch_ms
@@ -74,27 +69,26 @@ class PositionActor:
     def __init__(
         self,
         app: Any,
-        settings: Settings,
+        config: RuntimeConfig,
         *,
         io: TableIO,
         outbox: Outbox,
         metrics: Metrics,
         dead_letters: DeadLetters,
         emitter: ExceptionEmitter,
-        deltas_topic: str,
     ) -> None:
         self.app = app
         self.emitter = emitter
-        self.markers = ProgressMarkers(io.scoped(), settings)
-        self.deltas_topic = deltas_topic
-        self.inventory_topic = settings.topic(INVENTORY_EVENTS)
-        self.positions = settings.topic(POSITIONS)
+        self.markers = ProgressMarkers(io.scoped(), config.kafka)
+        self.deltas_topic = config.deltas_topic
+        self.inventory_topic = config.topic(INVENTORY_EVENTS)
+        self.positions = config.topic(POSITIONS)
         self.io = io
         self.outbox = outbox
         self.metrics = metrics
         self.dead_letters = dead_letters
-        self.max_bytes = settings.max_record_bytes
-        self.partitions = settings.partitions
+        self.max_bytes = config.max_record_bytes
+        self.partitions = config.partitions
         #: occurred_at (ms) of every change applied in the current batch
         self._occurred: list[int] = []
 
@@ -234,27 +228,24 @@ class _PartitionBatch:
 
 def register_position_agent(
     app: Any,
-    settings: Settings,
+    config: RuntimeConfig,
     *,
     io: TableIO,
     metrics: Metrics,
     emitter: ExceptionEmitter,
-    tunables: IngestTunables,
-    ticks_topic: str,
     letters: SentLetters | None = None,
 ) -> ReaderAgent:
     """The reader agent for inventory.events and the position deltas (read in batches by
     an :class:`~supplyflow.agents.runtime.reader.InputReader`, driven by ticks)."""
-    dead_letters = DeadLetters(settings, INVENTORY_EVENTS, metrics, letters)
+    dead_letters = DeadLetters(config, INVENTORY_EVENTS, metrics, letters)
     actor = PositionActor(
         app,
-        settings,
+        config,
         io=io,
         outbox=Outbox(app),
         metrics=metrics,
         dead_letters=dead_letters,
         emitter=emitter,
-        deltas_topic=deltas_topic_name(settings),
     )
     batch_sizes = metrics.batch_size.labels(topic="positions")
 
@@ -262,17 +253,11 @@ def register_position_agent(
         await actor.process(batch)
         batch_sizes.observe(len(batch))
 
-    reader = InputReader(
-        settings,
-        [actor.inventory_topic, actor.deltas_topic],
-        batch_max=tunables.batch_max,
-        window_s=tunables.batch_window_s,
-        idle_s=tunables.batch_idle_s,
-    )
+    reader = InputReader(config, [actor.inventory_topic, actor.deltas_topic])
     return ReaderAgent(
         app,
         reader,
-        ticks_topic=ticks_topic,
+        ticks_topic=config.ticks_topic,
         handle=handle,
         markers=actor.markers_of,
         on_tick=None,

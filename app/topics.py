@@ -16,6 +16,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from supplyflow.agents.topics import (
+    DLQ,
+    EXCEPTIONS,
+    INPUT_TOPICS,
+    INVENTORY_EVENTS,
+    ORDER_EVENTS,
+    PO_EVENTS,
+    POSITIONS,
+)
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.kafka_clients import client_options, connection_error
 from supplyflow.app.settings import Settings
@@ -32,6 +41,7 @@ __all__ = [
     "delete_topics",
     "deltas_topic_name",
     "ensure_topics",
+    "input_group",
     "read_topic",
     "ticks_topic_name",
     "topic_partitions",
@@ -40,13 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PO_EVENTS: Final = "po.events"
-ORDER_EVENTS: Final = "order.events"
-INVENTORY_EVENTS: Final = "inventory.events"
-POSITIONS: Final = "inventory.positions"
-EXCEPTIONS: Final = "exceptions"
-DLQ: Final = "dlq"
-INPUT_TOPICS: Final = (PO_EVENTS, ORDER_EVENTS, INVENTORY_EVENTS)
 #: Room for the dead-letter envelope (base64 grows data by 4/3, plus provenance).
 _DLQ_OVERHEAD_BYTES: Final = 64 * 1024
 _ADMIN_TIMEOUT_MS: Final = 30_000
@@ -83,6 +86,11 @@ def deltas_topic_name(settings: Settings) -> str:
 def ticks_topic_name(settings: Settings) -> str:
     """The internal topic of deadline ticks (one per owned partition every tick interval)."""
     return f"{settings.app_id}-ticks"
+
+
+def input_group(settings: Settings) -> str:
+    """The consumer group the readers commit input offsets to (for Kafka's tools)."""
+    return f"{settings.app_id}-input"
 
 
 #: The state tables (see ``agents.state``); each has a compacted changelog topic.

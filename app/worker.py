@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
 import faust
@@ -22,27 +23,29 @@ from prometheus_client import CollectorRegistry
 from supplyflow import __version__
 from supplyflow.agents.entities import EntityActor, EntityKind
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
-from supplyflow.agents.ingest import (
-    IngestTunables,
-    SentLetters,
-    owned_partitions,
-    register_input_agent,
-)
+from supplyflow.agents.ingest import SentLetters, register_input_agent
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.positions import register_position_agent
-from supplyflow.agents.runtime.outbox import Outbox
-from supplyflow.agents.runtime.reader import InputReader, register_ticks_agent
-from supplyflow.agents.runtime.table_io import TableIO
-from supplyflow.agents.state import StateTables, state_table
-from supplyflow.app import faust_patches, kafka_records
-from supplyflow.app.exceptions import AppError
-from supplyflow.app.faust_patches import (
+from supplyflow.agents.runtime import faust_patches
+from supplyflow.agents.runtime.config import BatchTunables, RuntimeConfig
+from supplyflow.agents.runtime.faust_patches import (
     BatchingStream,
     SupplyflowApp,
     new_worker,
     table_key_estimate,
 )
-from supplyflow.app.kafka_clients import faust_client_settings, ssl_context, token_source
+from supplyflow.agents.runtime.outbox import Outbox
+from supplyflow.agents.runtime.reader import InputReader, owned_partitions, register_ticks_agent
+from supplyflow.agents.runtime.table_io import TableIO
+from supplyflow.agents.state import StateTables, state_table
+from supplyflow.app import kafka_records
+from supplyflow.app.exceptions import AppError
+from supplyflow.app.kafka_clients import (
+    client_options,
+    faust_client_settings,
+    ssl_context,
+    token_source,
+)
 from supplyflow.app.logs import logging_config
 from supplyflow.app.memory import register_memory_trim
 from supplyflow.app.metrics import StateProbes, WorkerCollector
@@ -55,6 +58,7 @@ from supplyflow.app.topics import (
     STATE_TABLES,
     deltas_topic_name,
     ensure_topics,
+    input_group,
     max_dlq_message_bytes,
     max_input_message_bytes,
     ticks_topic_name,
@@ -70,7 +74,7 @@ ORDER_KIND: Final = EntityKind(
     "order", apply_order_event, fire_order_deadlines, OrderState.from_wire
 )
 
-__all__ = ["Worker", "broker_credentials", "build_app", "run_worker"]
+__all__ = ["Worker", "broker_credentials", "build_app", "run_worker", "runtime_config"]
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +152,29 @@ def broker_credentials(settings: Settings) -> Any:
     )
 
 
+def runtime_config(settings: Settings) -> RuntimeConfig:
+    """What the runtime and the agents need of the settings, built once."""
+    return RuntimeConfig(
+        app_id=settings.app_id,
+        topic_prefix=settings.topic_prefix,
+        partitions=settings.partitions,
+        max_record_bytes=settings.max_record_bytes,
+        max_input_message_bytes=max_input_message_bytes(settings),
+        deltas_topic=deltas_topic_name(settings),
+        ticks_topic=ticks_topic_name(settings),
+        input_group=input_group(settings),
+        kafka=MappingProxyType(client_options(settings)),
+        batch=BatchTunables(
+            settings.batch_max,
+            settings.batch_window.total_seconds(),
+            settings.batch_idle.total_seconds(),
+        ),
+    )
+
+
 def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
     """Create the worker's Faust app, topics, agents and views."""
+    config = runtime_config(settings)
     register_codecs()
     faust_patches.install()
     kafka_records.install()
@@ -207,15 +232,15 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     )
     ios = {name: TableIO(app, getattr(tables, name)) for name in STATE_TABLES}
     open_index = OpenExceptions(settings.partitions)
-    emitter = ExceptionEmitter(app, settings, metrics, open_index)
-    letters = SentLetters(settings)
+    emitter = ExceptionEmitter(config, metrics, open_index)
+    letters = SentLetters(config)
     rules = rules_from(settings)
     actors = {
         name: EntityActor(
             kind=kind,
             io=io,
             outbox=Outbox(app),
-            deltas_topic=deltas_topic_name(settings),
+            deltas_topic=config.deltas_topic,
             emitter=emitter,
             rules=rules,
             partitions=settings.partitions,
@@ -226,40 +251,26 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             (ORDER_EVENTS, ORDER_KIND, ios["order"]),
         )
     }
-    ticks = ticks_topic_name(settings)
-    tunables = IngestTunables(
-        settings.batch_max,
-        settings.batch_window.total_seconds(),
-        settings.batch_idle.total_seconds(),
-    )
+    ticks = config.ticks_topic
     drivers = [
         register_input_agent(
             app,
-            settings,
+            config,
             topic=topic,
             handler=actor,
             metrics=metrics,
             io=actor.io,
             outbox=actor.outbox,
-            ticks_topic=ticks,
             letters=letters,
             on_tick=actor.tick,
-            tunables=tunables,
         )
         for topic, actor in actors.items()
     ]
     positions = register_position_agent(
-        app,
-        settings,
-        io=ios["position"],
-        metrics=metrics,
-        emitter=emitter,
-        tunables=tunables,
-        ticks_topic=ticks,
-        letters=letters,
+        app, config, io=ios["position"], metrics=metrics, emitter=emitter, letters=letters
     )
     drivers.append(positions)
-    register_ticks_agent(app, ticks, drivers, batch_window_s=tunables.batch_window_s)
+    register_ticks_agent(app, ticks, drivers, batch_window_s=config.batch.window_s)
     readers = [driver.reader for driver in drivers]
     register_ticker(app, ticks)
     register_memory_trim(app, metrics.memory_trim.observe)

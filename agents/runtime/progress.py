@@ -27,14 +27,11 @@ next one re-applies.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from supplyflow.app.kafka_clients import client_options
-from supplyflow.app.settings import Settings
 
 __all__ = ["GapEvent", "GapMessage", "ProgressMarkers", "gap_event", "merge_completed"]
 
@@ -93,9 +90,9 @@ def is_marker(key: str) -> bool:
 class ProgressMarkers:
     """Markers of one table; call inside the partition's scope (see ``partition_scope``)."""
 
-    def __init__(self, table: Any, kafka: Settings | str) -> None:
+    def __init__(self, table: Any, kafka: Mapping[str, Any]) -> None:
         self.table = table
-        #: the settings (or a bare host:port list) the gap-filling consumer connects with
+        #: aiokafka client options of the gap-filling consumer (``RuntimeConfig.kafka``)
         self.kafka = kafka
         #: (topic, partition) -> the marker found when this process first completed a batch
         #: of it: up to there, a previous process may have died with state unsent
@@ -181,7 +178,7 @@ class ProgressMarkers:
     async def _fetch(self, topic: str, partition: int, start: int, end: int) -> list[GapEvent]:
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
-            **client_options(self.kafka),
+            **self.kafka,
             enable_auto_commit=False,
             group_id=None,
             max_partition_fetch_bytes=_FETCH_BYTES,

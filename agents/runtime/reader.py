@@ -24,7 +24,7 @@ Who reads what:
   the partitions this worker still owns again, from their markers.
 
 The reader commits the offsets it processed to its own consumer group,
-``<app_id>-input`` (:func:`input_group`), for Kafka's tools (``kafka-consumer-groups``)
+``<app_id>-input`` (``RuntimeConfig.input_group``), for Kafka's tools (``kafka-consumer-groups``)
 and lag monitoring; where processing resumes is decided by the progress markers alone.
 """
 
@@ -41,12 +41,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from supplyflow.agents.runtime.config import RuntimeConfig
 from supplyflow.agents.runtime.progress import GapEvent, gap_event
-from supplyflow.app.kafka_clients import client_options
-from supplyflow.app.settings import Settings
-from supplyflow.app.topics import max_input_message_bytes
 
-__all__ = ["InputReader", "input_group", "read_batches"]
+__all__ = ["InputReader", "ReaderAgent", "owned_partitions", "read_batches", "register_ticks_agent"]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +56,9 @@ _RETRY_AFTER_S: Final = 1.0
 _MIN_FETCH_BYTES: Final = 1024 * 1024
 
 
-def input_group(settings: Settings) -> str:
-    """The consumer group the input offsets are committed to (for Kafka's tools)."""
-    return f"{settings.app_id}-input"
+def owned_partitions(app: Any, topic: str) -> frozenset[int]:
+    """The partitions of ``topic`` assigned to this worker's Faust consumer right now."""
+    return frozenset(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
 
 
 class InputReader:
@@ -68,23 +66,20 @@ class InputReader:
 
     def __init__(
         self,
-        settings: Settings,
+        config: RuntimeConfig,
         topics: Sequence[str],
         *,
-        batch_max: int,
-        window_s: float,
-        idle_s: float,
         new_consumer: Callable[[], AIOKafkaConsumer] | None = None,
         commit_every_s: float = _COMMIT_EVERY_S,
     ) -> None:
         self.commit_every_s = commit_every_s
-        self.settings = settings
-        #: builds the (unstarted) consumer; the default connects as the settings say
+        self.config = config
+        #: builds the (unstarted) consumer; the default connects as the config says
         self.new_consumer = new_consumer or self._default_consumer
         self.topics = tuple(topics)
-        self.batch_max = batch_max
-        self.window_s = window_s
-        self.idle_s = idle_s
+        self.batch_max = config.batch.batch_max
+        self.window_s = config.batch.window_s
+        self.idle_s = config.batch.idle_s
         self._consumer: AIOKafkaConsumer | None = None
         #: partitions being read
         self._active: set[int] = set()
@@ -100,12 +95,13 @@ class InputReader:
         return frozenset(self._active)
 
     def _default_consumer(self) -> AIOKafkaConsumer:
+        config = self.config
         return AIOKafkaConsumer(
-            **client_options(self.settings),
-            group_id=input_group(self.settings),
+            **config.kafka,
+            group_id=config.input_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=max(_MIN_FETCH_BYTES, max_input_message_bytes(self.settings)),
+            max_partition_fetch_bytes=max(_MIN_FETCH_BYTES, config.max_input_message_bytes),
         )
 
     async def start(self) -> None:
@@ -229,7 +225,7 @@ class InputReader:
         try:
             await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in due.items()})
         except KafkaError as exc:  # informational only: the markers say where to resume
-            log.warning("could not commit input offsets to %s: %r", input_group(self.settings), exc)
+            log.warning("could not commit input offsets to %s: %r", self.config.input_group, exc)
             return
         self._committed.update(due)
 

@@ -11,14 +11,11 @@ so the tail it reads is complete.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
-
-from supplyflow.app.kafka_clients import client_options
-from supplyflow.app.settings import Settings
 
 __all__ = ["READ_BACK_RECORDS", "read_tail"]
 
@@ -32,16 +29,19 @@ _MAX_IDLE_FETCHES: Final = 5
 
 
 async def read_tail(
-    settings: Settings,
+    kafka: Mapping[str, Any],
     topic: str,
     partition: int,
     each: Callable[[ConsumerRecord[bytes, bytes]], None],
     *,
     limit: int = READ_BACK_RECORDS,
 ) -> None:
-    """Call ``each`` for the last ``limit`` records of ``topic[partition]``, in order."""
+    """Call ``each`` for the last ``limit`` records of ``topic[partition]``, in order.
+
+    ``kafka``: the aiokafka client options to connect with (``RuntimeConfig.kafka``).
+    """
     tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         consumer.assign([tp])

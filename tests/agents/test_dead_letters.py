@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,11 +13,14 @@ from supplyflow.agents import ingest
 from supplyflow.agents.ingest import DeadLetters, Rejected, SentLetters
 from supplyflow.agents.metrics import Metrics
 from supplyflow.app.settings import Settings
+from supplyflow.app.worker import runtime_config
 from supplyflow.codecs import DecodeError, build_dead_letter
 
-SETTINGS = Settings(bootstrap="unused:9092", topic_prefix="t.", app_id="t", partitions=4)
-SOURCE = SETTINGS.topic("po.events")
-DLQ = SETTINGS.topic("dlq")
+CONFIG = runtime_config(
+    Settings(bootstrap="unused:9092", topic_prefix="t.", app_id="t", partitions=4)
+)
+SOURCE = CONFIG.topic("po.events")
+DLQ = CONFIG.topic("dlq")
 
 
 @dataclass
@@ -60,7 +63,11 @@ def dlq_tail(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[Record]]:
     reads: list[int] = []
 
     async def read_tail(
-        settings: Settings, topic: str, partition: int, each: Callable[[Any], None], **_: Any
+        kafka: Mapping[str, Any],
+        topic: str,
+        partition: int,
+        each: Callable[[Any], None],
+        **_: Any,
     ) -> None:
         assert topic == DLQ
         reads.append(partition)
@@ -74,7 +81,7 @@ def dlq_tail(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[Record]]:
 
 def _letters(dlq_tail: dict[int, list[Record]]) -> tuple[DeadLetters, Outbox]:
     metrics = Metrics(CollectorRegistry(), app_id="t", version="0")
-    return DeadLetters(SETTINGS, "po.events", metrics, SentLetters(SETTINGS)), Outbox()
+    return DeadLetters(CONFIG, "po.events", metrics, SentLetters(CONFIG)), Outbox()
 
 
 async def test_a_letter_goes_to_the_source_partition(dlq_tail: dict[int, list[Record]]) -> None:

@@ -24,14 +24,16 @@ from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.progress import GapEvent, GapMessage, marker_key
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ, PO_EVENTS
-from supplyflow.app.worker import PO_KIND
+from supplyflow.app.worker import PO_KIND, runtime_config
 from supplyflow.codecs.serializers import MsgpackCodec
 from supplyflow.tables.exceptions import Rules, Transition
 from supplyflow.tables.po import PoState
 
 CODEC = MsgpackCodec()
-SETTINGS = Settings(bootstrap="unused:9092", topic_prefix="t.", app_id="t", partitions=4)
-INPUT = SETTINGS.topic(PO_EVENTS)
+CONFIG = runtime_config(
+    Settings(bootstrap="unused:9092", topic_prefix="t.", app_id="t", partitions=4)
+)
+INPUT = CONFIG.topic(PO_EVENTS)
 PARTITION = 2
 
 
@@ -183,11 +185,11 @@ def _worker(table: CrashTable, outbox: FakeOutbox) -> Callable[[Stream], Any]:
         deltas_topic=DELTAS,
         emitter=FakeEmitter(),  # type: ignore[arg-type]  # sends nothing: no rules fire
         rules=Rules(),
-        partitions=SETTINGS.partitions,
+        partitions=CONFIG.partitions,
         metrics=Metrics(CollectorRegistry(), app_id="t", version="0"),
     )
     agent = InputAgent(
-        SETTINGS,
+        CONFIG,
         topic=PO_EVENTS,
         handler=actor,
         metrics=actor.metrics,
@@ -209,7 +211,7 @@ def _event_ids(wire: Any) -> list[str]:
 
 
 def _dead_lettered_offsets(outbox: FakeOutbox) -> list[int]:
-    sent = outbox.topic(SETTINGS.topic(DLQ))
+    sent = outbox.topic(CONFIG.topic(DLQ))
     return [int(dict(r["headers"])["supplyflow-source-offset"]) for r in sent]
 
 

@@ -12,11 +12,12 @@ from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.app.settings import Settings
+from supplyflow.app.worker import runtime_config
 from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import OVERALLOCATION
 
-SETTINGS = Settings(bootstrap="127.0.0.1:1", topic_prefix="t.", app_id="t")
-PARTITIONS = SETTINGS.partitions
+CONFIG = runtime_config(Settings(bootstrap="127.0.0.1:1", topic_prefix="t.", app_id="t"))
+PARTITIONS = CONFIG.partitions
 
 
 def _transition(n: int, rule: str, status: str = "open") -> Transition:
@@ -92,7 +93,7 @@ def test_the_emitter_keeps_only_overallocation_records_for_its_lookup() -> None:
     metrics = Metrics(CollectorRegistry(), app_id="t", version="0")
     index = OpenExceptions(PARTITIONS)
     index.ensure(frozenset({0}), [])
-    emitter = ExceptionEmitter(None, SETTINGS, metrics, index)
+    emitter = ExceptionEmitter(CONFIG, metrics, index)
 
     async def no_tail(partition: int) -> dict[tuple[str, str], dict[str, Any] | None]:
         return {}

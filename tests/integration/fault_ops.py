@@ -15,12 +15,11 @@ from typing import Final
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from supplyflow.agents.runtime.reader import input_group
 from supplyflow.app import local_kafka
 from supplyflow.app.produce import produce_records
 from supplyflow.app.sample import SampleRecord
 from supplyflow.app.settings import Settings
-from supplyflow.app.topics import INPUT_TOPICS
+from supplyflow.app.topics import INPUT_TOPICS, input_group
 
 __all__ = [
     "BackgroundProducer",

@@ -24,7 +24,7 @@ class FakeMarkers(ProgressMarkers):
     """Markers over a dict; "fetching" returns the records a log of ``log_size`` holds."""
 
     def __init__(self, table: dict[str, Any]) -> None:
-        super().__init__(table, "unused:9092")
+        super().__init__(table, {"bootstrap_servers": "unused:9092"})
         self.fetched: list[tuple[str, int, int]] = []
 
     async def _fetch(self, topic: str, partition: int, start: int, end: int) -> list[GapEvent]:
@@ -108,7 +108,7 @@ def test_a_fresh_partition_fetches_everything_before_its_first_record() -> None:
 def test_a_fetched_record_can_scope_table_access() -> None:
     """Faust keeps its current event by weak reference: a record read directly must allow
     one (found by the SIGKILL test: the repair of a stalled partition crashed the agent)."""
-    from supplyflow.app.faust_patches import partition_scope
+    from supplyflow.agents.runtime.faust_patches import partition_scope
 
     with partition_scope(_event(INV, 5)):
         pass

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiokafka import TopicPartition
 
+from supplyflow.agents.runtime.config import BatchTunables
 from supplyflow.agents.runtime.progress import GapEvent
 from supplyflow.agents.runtime.reader import InputReader, read_batches
 from supplyflow.app.settings import Settings
+from supplyflow.app.worker import runtime_config
 
-SETTINGS = Settings(bootstrap="127.0.0.1:1", topic_prefix="t.", app_id="t")
+CONFIG = runtime_config(Settings(bootstrap="127.0.0.1:1", topic_prefix="t.", app_id="t"))
 TOPIC = "t.po.events"
 
 
@@ -83,11 +85,8 @@ class FakeConsumer:
 
 def _reader(consumer: FakeConsumer, batch_max: int = 100, commit_s: float = 1.0) -> InputReader:
     return InputReader(
-        SETTINGS,
+        replace(CONFIG, batch=BatchTunables(batch_max, window_s=0.001, idle_s=0.0)),
         [TOPIC],
-        batch_max=batch_max,
-        window_s=0.001,
-        idle_s=0.0,
         new_consumer=lambda: consumer,  # the fake
         commit_every_s=commit_s,
     )

@@ -13,11 +13,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import TP
 
+from supplyflow.agents.runtime.faust_patches import partition_scope
 from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.table_io import TableIO, encode
 from supplyflow.agents.state import state_table
-from supplyflow.app.faust_patches import partition_scope
 from supplyflow.codecs import register_codecs
 
 STATE: list[Any] = ["PO-17", 3, {"1": [12500, 0]}, {"erp": [3, "accepted"]}, 2**62, -17, "ünï"]

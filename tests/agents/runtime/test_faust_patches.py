@@ -13,8 +13,8 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.producer import ProducerBuffer
 
-from supplyflow.app import faust_patches
-from supplyflow.app.faust_patches import QuietWeb, SupplyflowApp, flush_until_empty
+from supplyflow.agents.runtime import faust_patches
+from supplyflow.agents.runtime.faust_patches import QuietWeb, SupplyflowApp, flush_until_empty
 
 
 class SlowBuffer:

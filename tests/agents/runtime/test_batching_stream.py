@@ -13,7 +13,7 @@ from pathlib import Path
 import faust
 from mode.utils.locks import Event
 
-from supplyflow.app.faust_patches import BatchingStream
+from supplyflow.agents.runtime.faust_patches import BatchingStream
 
 
 class _Take:
