@@ -22,11 +22,12 @@ from functools import partial
 from typing import Any, Final
 
 from supplyflow.agents.exceptions_out import ExceptionEmitter
-from supplyflow.agents.ingest import Accepted, by_partition
+from supplyflow.agents.ingest import Accepted
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.deadlines import DeadlineIndex
 from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.agents.runtime.outbox import Outbox
+from supplyflow.agents.runtime.records import by_partition
 from supplyflow.agents.runtime.table_io import TableIO, encode
 from supplyflow.codecs import DecodeError
 from supplyflow.tables.batch import apply_entity_batch
@@ -132,7 +133,7 @@ class EntityActor:
             if due is not None:
                 self.index.push(partition, key, due)
 
-    async def tick(self, partition: int, source: Any, owned: frozenset[int]) -> None:
+    async def tick(self, partition: int, owned: frozenset[int]) -> None:
         """Fire every deadline of ``partition`` that is past due (plus grace).
 
         Queues the transitions and stages the states, like a batch (the agent commits).

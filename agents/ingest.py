@@ -22,10 +22,10 @@ from typing import Any, Final
 
 from supplyflow.agents.metrics import DEAD_LETTERED, Metrics, observe_all
 from supplyflow.agents.runtime.config import RuntimeConfig
-from supplyflow.agents.runtime.faust_patches import partition_scope
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers
 from supplyflow.agents.runtime.reader import InputReader, ReaderAgent, TickHandler
+from supplyflow.agents.runtime.records import Record, by_partition
 from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.agents.runtime.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.agents.topics import DLQ
@@ -38,7 +38,6 @@ __all__ = [
     "InputAgent",
     "Rejected",
     "SentLetters",
-    "by_partition",
     "decode_batch",
     "register_input_agent",
     "replayed",
@@ -55,8 +54,8 @@ class Accepted:
     partition: int
     offset: int
     timestamp_ms: int | None
-    #: the Faust event it came from (its partition scopes table access)
-    source: Any
+    #: the record it was decoded from
+    record: Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +77,13 @@ EntityHandler = Callable[[Sequence[Accepted]], Awaitable[list[str | DecodeError]
 
 
 def decode_batch(
-    topic: str, events: Sequence[Any], *, max_bytes: int
+    topic: str, records: Sequence[Record], *, max_bytes: int
 ) -> tuple[list[Accepted], list[Rejected]]:
-    """Split Faust events of the input topic ``topic`` into accepted and rejected."""
+    """Split records of the input topic ``topic`` into accepted and rejected."""
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
-    for source in events:
-        msg = source.message
-        headers = list(msg.headers or ())
+    for msg in records:
+        headers = msg.headers
         timestamp_ms = int(msg.timestamp * 1000) if msg.timestamp else None
         try:
             event = decode_input(topic, msg.key, msg.value, headers, max_bytes=max_bytes)
@@ -99,25 +97,16 @@ def decode_batch(
                 )
             )
             continue
-        accepted.append(Accepted(event, msg.partition, msg.offset, timestamp_ms, source))
+        accepted.append(Accepted(event, msg.partition, msg.offset, timestamp_ms, msg))
     return accepted, rejected
 
 
-def by_partition(items: Sequence[Accepted]) -> dict[int, list[Accepted]]:
-    """Group accepted events by partition, keeping their order."""
-    groups: dict[int, list[Accepted]] = {}
-    for item in items:
-        groups.setdefault(item.partition, []).append(item)
-    return groups
-
-
-def observe_processed(metrics: Metrics, topic: str, events: Sequence[Any]) -> None:
+def observe_processed(metrics: Metrics, topic: str, records: Sequence[Record]) -> None:
     """Record-timestamp-to-processed latency and the last offset per partition."""
     now = time.time()
     latencies: list[float] = []
     last: dict[int, int] = {}
-    for event in events:
-        msg = event.message
+    for msg in records:
         if msg.timestamp:
             latencies.append(max(0.0, now - msg.timestamp))
         last[msg.partition] = msg.offset
@@ -128,15 +117,9 @@ def observe_processed(metrics: Metrics, topic: str, events: Sequence[Any]) -> No
 
 def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
     """The dead-letter entry for an event the domain rejected."""
-    msg = item.source.message
+    msg = item.record
     return Rejected(
-        error,
-        msg.partition,
-        msg.offset,
-        item.timestamp_ms,
-        msg.key,
-        msg.value,
-        list(msg.headers or ()),
+        error, msg.partition, msg.offset, item.timestamp_ms, msg.key, msg.value, msg.headers
     )
 
 
@@ -258,17 +241,16 @@ class DeadLetters:
 
 
 async def complete_groups(
-    markers: ProgressMarkers, topic: str, groups: dict[int, list[Any]], scopes: dict[int, Any]
-) -> tuple[list[Any], dict[int, int | None]]:
+    markers: ProgressMarkers, topic: str, groups: dict[int, list[Record]]
+) -> tuple[list[Record], dict[int, int | None]]:
     """Complete each partition's records of ``topic`` in ``groups`` (in place, see
     :meth:`ProgressMarkers.complete`); returns them as one batch, and each partition's
     marker before the batch (replays are at or below it)."""
-    batch: list[Any] = []
+    batch: list[Record] = []
     floors: dict[int, int | None] = {}
     for partition, group in groups.items():
-        with partition_scope(scopes[partition]):
-            floors[partition] = markers.last(topic)
-            groups[partition] = await markers.complete(topic, partition, group)
+        floors[partition] = markers.last(topic, partition)
+        groups[partition] = await markers.complete(topic, partition, group)
         batch.extend(groups[partition])
     return batch, floors
 
@@ -308,29 +290,26 @@ class InputAgent:
         self.outbox = outbox
         self.max_bytes = config.max_record_bytes
         self.dead_letters = DeadLetters(config, topic, metrics, letters)
-        self.markers = ProgressMarkers(io.scoped(), config.kafka)
+        self.markers = ProgressMarkers(io, config.kafka)
         self._on_tick = on_tick
 
     def discard(self) -> None:
         discard(self.outbox, self.io)
 
-    def marker_of(self, scope: Any) -> dict[str, int | None]:
-        """The input topic's marker in the partition of ``scope`` (an event)."""
-        with partition_scope(scope):
-            return {self.input_name: self.markers.last(self.input_name)}
+    def marker_of(self, partition: int) -> dict[str, int | None]:
+        """The input topic's marker in ``partition``."""
+        return {self.input_name: self.markers.last(self.input_name, partition)}
 
-    async def process_batch(self, events: Sequence[Any]) -> None:
+    async def process_batch(self, records: Sequence[Record]) -> None:
         """Apply a batch of the input topic (partitions mixed, each in offset order)."""
-        groups: dict[int, list[Any]] = {}
-        for event in events:
-            groups.setdefault(event.message.partition, []).append(event)
+        groups = by_partition(records)
         if groups:
-            await self.process(groups, {p: group[-1] for p, group in groups.items()})
+            await self.process(groups)
 
-    async def process(self, groups: dict[int, list[Any]], scopes: dict[int, Any]) -> None:
+    async def process(self, groups: dict[int, list[Record]]) -> None:
         """Apply each partition's records (completed: each once, no gaps), in order."""
         topic, metrics = self.topic, self.metrics
-        batch, floors = await complete_groups(self.markers, self.input_name, groups, scopes)
+        batch, floors = await complete_groups(self.markers, self.input_name, groups)
         accepted, rejected = decode_batch(topic, batch, max_bytes=self.max_bytes)
         if accepted:
             results = await self.handler(accepted)
@@ -344,17 +323,16 @@ class InputAgent:
         await self.dead_letters.add(self.outbox, rejected, floors)
         await self.outbox.flush()
         for partition, completed in groups.items():
-            with partition_scope(scopes[partition]):
-                self.markers.record_all(self.input_name, completed)
+            self.markers.record_all(self.input_name, partition, completed)
         await self.io.commit()
         if batch:
             metrics.batch_size.labels(topic=topic).observe(len(batch))
             observe_processed(metrics, topic, batch)
 
-    async def tick(self, partition: int, tick: Any, owned: frozenset[int]) -> None:
+    async def tick(self, partition: int, owned: frozenset[int]) -> None:
         """The deadlines due in ``partition``: transitions first, then the states."""
         if self._on_tick is not None:
-            await self._on_tick(partition, tick, owned)
+            await self._on_tick(partition, owned)
             await self.outbox.flush()
             await self.io.commit()
 

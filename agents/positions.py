@@ -8,8 +8,8 @@ owns the positions of partition *p*. After each batch it emits every changed pos
 states: a crash in between replays into the same outputs rather than losing one.
 
 Both topics are read in batches by an :class:`~supplyflow.agents.runtime.reader.InputReader`.
-Earlier versions appended a heartbeat (:data:`HEARTBEAT`, no deltas) to each deltas
-partition twice a second; such records are still skipped.
+(Earlier versions appended a heartbeat to each deltas partition twice a second: a record
+from no source with no deltas, which applies nothing.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import msgpack
 import orjson
 
 from supplyflow.agents.exceptions_out import ExceptionEmitter
@@ -34,10 +33,10 @@ from supplyflow.agents.ingest import (
 )
 from supplyflow.agents.metrics import Metrics, observe_all
 from supplyflow.agents.runtime.config import RuntimeConfig
-from supplyflow.agents.runtime.faust_patches import partition_scope
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
 from supplyflow.agents.runtime.reader import InputReader, ReaderAgent
+from supplyflow.agents.runtime.records import Record, by_partition
 from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.agents.topics import INVENTORY_EVENTS, POSITIONS
 from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
@@ -54,10 +53,7 @@ from supplyflow.tables.position import (
     record_time,
 )
 
-__all__ = ["HEARTBEAT", "register_position_agent"]
-
-#: A deltas record from no source with no deltas: appended by earlier versions.
-HEARTBEAT: Final = msgpack.packb(["heartbeat", []])
+__all__ = ["PositionActor", "register_position_agent"]
 
 #: The inventory events a position applies (a tuple: ``A | B`` builds a union per use).
 _POSITION_EVENTS: Final = (InventoryAdjusted, InventorySnapshot)
@@ -79,7 +75,7 @@ class PositionActor:
     ) -> None:
         self.app = app
         self.emitter = emitter
-        self.markers = ProgressMarkers(io.scoped(), config.kafka)
+        self.markers = ProgressMarkers(io, config.kafka)
         self.deltas_topic = config.deltas_topic
         self.inventory_topic = config.topic(INVENTORY_EVENTS)
         self.positions = config.topic(POSITIONS)
@@ -92,13 +88,10 @@ class PositionActor:
         #: occurred_at (ms) of every change applied in the current batch
         self._occurred: list[int] = []
 
-    async def process(self, batch: Sequence[Any]) -> None:
+    async def process(self, batch: Sequence[Record]) -> None:
         """Apply ``batch``, emit what changed, then commit the states and markers."""
-        groups: dict[int, list[Any]] = {}
-        for event in batch:
-            groups.setdefault(event.message.partition, []).append(event)
-        for partition, events in groups.items():
-            await self._process(partition, events, events[-1])
+        for partition, records in by_partition(batch).items():
+            await self._process(partition, records)
         await self.outbox.flush()
         emitted = time.time() * 1000
         observe_all(
@@ -108,22 +101,21 @@ class PositionActor:
         self._occurred.clear()
         await self.io.commit()
 
-    async def _process(self, partition: int, events: list[Any], scope: Any) -> None:
-        with partition_scope(scope):
-            completed = await self._complete(partition, events)
-            await self._process_partition(partition, completed)
-            for topic in (self.inventory_topic, self.deltas_topic):
-                self.markers.record_all(topic, [e for e in completed if e.message.topic == topic])
+    async def _process(self, partition: int, records: list[Record]) -> None:
+        completed = await self._complete(partition, records)
+        await self._process_partition(partition, completed)
+        for topic in (self.inventory_topic, self.deltas_topic):
+            self.markers.record_all(topic, partition, [r for r in completed if r.topic == topic])
 
-    def markers_of(self, scope: Any) -> dict[str, int | None]:
-        """Both topics' markers in the partition of ``scope`` (an event)."""
-        with partition_scope(scope):
-            return {t: self.markers.last(t) for t in (self.inventory_topic, self.deltas_topic)}
+    def markers_of(self, partition: int) -> dict[str, int | None]:
+        """Both topics' markers in ``partition``."""
+        topics = (self.inventory_topic, self.deltas_topic)
+        return {topic: self.markers.last(topic, partition) for topic in topics}
 
     def discard(self) -> None:
         discard(self.outbox, self.io)
 
-    async def _complete(self, partition: int, events: list[Any]) -> list[Any]:
+    async def _complete(self, partition: int, events: list[Record]) -> list[Record]:
         """Both topics' events of one partition: each once, skipped ones fetched.
 
         Each topic's records stay in offset order (watermarks skip anything at or below
@@ -136,17 +128,16 @@ class PositionActor:
             lambda topic, mine: self.markers.complete(topic, partition, mine),
         )
 
-    async def _process_partition(self, partition: int, events: list[Any]) -> None:
+    async def _process_partition(self, partition: int, records: list[Record]) -> None:
         work = _PartitionBatch(self.io, partition, record_time(datetime.now(UTC)))
-        floors = {partition: self.markers.last(self.inventory_topic)}  # not moved yet
-        inventory = [e for e in events if e.message.topic == self.inventory_topic]
+        floors = {partition: self.markers.last(self.inventory_topic, partition)}  # not moved yet
+        inventory = [r for r in records if r.topic == self.inventory_topic]
         accepted, rejected = decode_batch(INVENTORY_EVENTS, inventory, max_bytes=self.max_bytes)
         by_offset = {a.offset: a for a in accepted}
         tally: Counter[tuple[str, str]] = Counter()
-        for source_event in events:
-            msg = source_event.message
+        for msg in records:
             if msg.topic != self.inventory_topic:
-                if msg.value != HEARTBEAT:
+                if msg.value is not None:  # (a deltas record always has one)
                     work.deltas(unpack(msg.value))
                 continue
             item = by_offset.get(msg.offset)
@@ -249,7 +240,7 @@ def register_position_agent(
     )
     batch_sizes = metrics.batch_size.labels(topic="positions")
 
-    async def handle(batch: list[Any]) -> None:
+    async def handle(batch: list[Record]) -> None:
         await actor.process(batch)
         batch_sizes.observe(len(batch))
 

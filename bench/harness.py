@@ -21,7 +21,6 @@ from typing import Any, Final
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from supplyflow.agents.positions import HEARTBEAT
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.produce import produce_records
@@ -318,11 +317,7 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
 
 
 async def edge_timestamps(bootstrap: str, topics: Iterable[str]) -> tuple[int | None, int | None]:
-    """Timestamps (ms) of the first and the last record over all partitions of ``topics``.
-
-    The first skips heartbeats in the deltas topic (which workers of earlier versions
-    appended); ``last`` is meant for output topics, which carry none.
-    """
+    """Timestamps (ms) of the first and the last record over all partitions of ``topics``."""
     consumer = _consumer(bootstrap)
     await consumer.start()
     first: int | None = None
@@ -337,10 +332,7 @@ async def edge_timestamps(bootstrap: str, topics: Iterable[str]) -> tuple[int | 
             consumer.assign([tp])
             consumer.seek(tp, starts[tp])
             record = await consumer.getone(tp)
-            while record.value == HEARTBEAT and record.offset < ends[tp] - 1:
-                record = await consumer.getone(tp)  # heartbeats are not work
-            if record.value != HEARTBEAT:
-                first = record.timestamp if first is None else min(first, record.timestamp)
+            first = record.timestamp if first is None else min(first, record.timestamp)
             consumer.seek(tp, ends[tp] - 1)
             record = await consumer.getone(tp)
             last = record.timestamp if last is None else max(last, record.timestamp)

@@ -49,7 +49,6 @@ from bench.harness import (
     wait_drained,
     wait_group,
 )
-from supplyflow.agents.positions import HEARTBEAT
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.sample import SampleRecord
 from supplyflow.app.topics import POSITIONS, changelog_topic_name
@@ -287,8 +286,6 @@ def _deltas_timestamps(records: Iterable[Any]) -> dict[str, int]:
     """Position key -> Kafka timestamp of the last deltas record naming it."""
     last: dict[str, int] = {}
     for record in records:
-        if record.value == HEARTBEAT:
-            continue
         _source, entries = msgpack.unpackb(record.value)
         for key, _items in entries:
             last[key] = max(last.get(key, 0), record.timestamp)

@@ -8,10 +8,6 @@
    picks a table's codec from its value type and ignores a ``schema``'s serializers, so a
    table without a model value type would write JSON to RocksDB and its changelog.
    Recovery reads its changelog as raw bytes (see there).
-4. :func:`partition_scope`: run table reads and writes as if ``event`` were the current
-   event. Faust's RocksDB store and changelog pick the partition of the *current event*;
-   a batch from ``take_events`` mixes partitions, so each partition's keys must be read
-   and written in the scope of an event from that partition.
 7. :func:`install`: ``ProducerBuffer.flush`` waits until the buffer is empty *and* the
    message it is handing to the Kafka client has arrived there. Faust's version gives up
    after 0.1 s without progress and returns with messages still queued, and counts a
@@ -56,15 +52,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from collections.abc import AsyncGenerator, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from typing import Any, ClassVar
 
 import faust
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
-from faust.streams import _current_event, _tracks_buffer_agen
+from faust.streams import _tracks_buffer_agen
 from faust.tables import recovery as faust_recovery
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
@@ -86,7 +80,6 @@ __all__ = [
     "flush_until_empty",
     "install",
     "new_worker",
-    "partition_scope",
     "table_key_estimate",
 ]
 
@@ -244,16 +237,6 @@ class BatchingStream(faust.Stream):  # type: ignore[type-arg]  # faust's generic
             if len(take.values) == seen:
                 return
             seen = len(take.values)
-
-
-@contextmanager
-def partition_scope(event: Any) -> Iterator[None]:
-    """Make ``event`` Faust's current event (and so its partition the tables') inside."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def new_worker(

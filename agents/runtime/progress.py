@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-__all__ = ["GapEvent", "GapMessage", "ProgressMarkers", "gap_event", "merge_completed"]
+from supplyflow.agents.runtime.records import Record, record_of
+
+__all__ = ["MarkerTable", "ProgressMarkers", "is_marker", "marker_key", "merge_completed"]
 
 log = logging.getLogger(__name__)
 
@@ -44,41 +45,6 @@ _MAX_IDLE_FETCHES: Final = 10
 _FETCH_BYTES: Final = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class GapMessage:
-    """The fields of a Faust ``Message`` the agents read, for a record fetched directly."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    timestamp: float | None
-
-
-@dataclass(frozen=True, slots=True, weakref_slot=True)  # Faust refers to its event weakly
-class GapEvent:
-    """Stands in for a Faust event wrapping a :class:`GapMessage`."""
-
-    message: GapMessage
-
-
-def gap_event(topic: str, partition: int, record: Any) -> GapEvent:
-    """A record an aiokafka consumer returned, as the agents take it."""
-    return GapEvent(
-        GapMessage(
-            topic,
-            partition,
-            record.offset,
-            record.key,
-            record.value,
-            list(record.headers) if record.headers else [],
-            record.timestamp / 1000 if record.timestamp else None,
-        )
-    )
-
-
 def marker_key(topic: str) -> str:
     return f"{_MARKER_PREFIX}{topic}"
 
@@ -87,10 +53,18 @@ def is_marker(key: str) -> bool:
     return key.startswith(_MARKER_PREFIX)
 
 
-class ProgressMarkers:
-    """Markers of one table; call inside the partition's scope (see ``partition_scope``)."""
+class MarkerTable(Protocol):
+    """Where markers are kept: the agent's table, by partition (a :class:`.TableIO`)."""
 
-    def __init__(self, table: Any, kafka: Mapping[str, Any]) -> None:
+    def get(self, partition: int, key: str) -> Any: ...
+
+    def put(self, partition: int, key: str, value: Any) -> None: ...
+
+
+class ProgressMarkers:
+    """The markers of one table, per source topic and partition."""
+
+    def __init__(self, table: MarkerTable, kafka: Mapping[str, Any]) -> None:
         self.table = table
         #: aiokafka client options of the gap-filling consumer (``RuntimeConfig.kafka``)
         self.kafka = kafka
@@ -100,27 +74,28 @@ class ProgressMarkers:
         #: (topic, partition) whose re-applied replays were logged (once per process)
         self._logged: set[tuple[str, int]] = set()
 
-    def last(self, topic: str) -> int | None:
-        value = self.table.get(marker_key(topic))
+    def last(self, topic: str, partition: int) -> int | None:
+        """The offset of the last record of ``topic[partition]`` processed (None: none)."""
+        value = self.table.get(partition, marker_key(topic))
         return None if value is None else int(value)
 
-    def record(self, topic: str, offset: int) -> None:
-        self.table[marker_key(topic)] = offset
+    def record(self, topic: str, partition: int, offset: int) -> None:
+        self.table.put(partition, marker_key(topic), offset)
 
-    async def complete(self, topic: str, partition: int, events: Sequence[Any]) -> list[Any]:
+    async def complete(self, topic: str, partition: int, events: Sequence[Record]) -> list[Record]:
         """``events`` of one partition, in offset order, each once, with gaps filled.
 
         Replays are dropped, but those at or below the marker found in the store when this
         process first got here stay in, ahead of the rest (see the module doc).
         """
-        last = self.last(topic)
+        last = self.last(topic, partition)
         found = self._found.setdefault((topic, partition), last)
         # A seek back during a rebalance can deliver a batch out of order or twice.
-        by_offset = {e.message.offset: e for e in events}
+        by_offset = {e.offset: e for e in events}
         ordered = [by_offset[offset] for offset in sorted(by_offset)]
-        replays = [e for e in ordered if last is not None and e.message.offset <= last]
+        replays = [e for e in ordered if last is not None and e.offset <= last]
         fresh = ordered[len(replays) :]
-        replays = [e for e in replays if found is not None and e.message.offset <= found]
+        replays = [e for e in replays if found is not None and e.offset <= found]
         if replays and (topic, partition) not in self._logged:
             self._logged.add((topic, partition))
             log.info(
@@ -128,31 +103,31 @@ class ProgressMarkers:
                 "started: applied again, so that the changelog has their state",
                 topic,
                 partition,
-                replays[0].message.offset,
-                replays[-1].message.offset,
+                replays[0].offset,
+                replays[-1].offset,
                 found,
             )
         return replays + (await self._fill(topic, partition, last, fresh) if fresh else [])
 
-    def record_all(self, topic: str, events: Sequence[Any]) -> None:
-        """Mark the highest offset among ``events`` (of one partition) as processed.
+    def record_all(self, topic: str, partition: int, events: Sequence[Record]) -> None:
+        """Mark the highest offset among ``events`` (of ``partition``) as processed.
 
         Never moves the marker back, but writes it again after a batch of replays only:
         the changelog may lack it as it lacked their states (see the module doc).
         """
         if events:
-            top = max(e.message.offset for e in events)
-            last = self.last(topic)
-            self.record(topic, top if last is None else max(top, last))
+            top = max(e.offset for e in events)
+            last = self.last(topic, partition)
+            self.record(topic, partition, top if last is None else max(top, last))
 
     async def _fill(
-        self, topic: str, partition: int, last: int | None, fresh: list[Any]
-    ) -> list[Any]:
+        self, topic: str, partition: int, last: int | None, fresh: list[Record]
+    ) -> list[Record]:
         """Insert the records missing before and between ``fresh``'s offsets."""
-        out: list[Any] = []
+        out: list[Record] = []
         expected = await self._gap_start(topic, partition, last)
         for event in fresh:
-            offset = event.message.offset
+            offset = event.offset
             if offset > expected:
                 missing = await self._fetch(topic, partition, expected, offset)
                 if missing:
@@ -175,7 +150,7 @@ class ProgressMarkers:
         # ``earliest`` reset would read), unless retention already removed it.
         return 0 if last is None else last + 1
 
-    async def _fetch(self, topic: str, partition: int, start: int, end: int) -> list[GapEvent]:
+    async def _fetch(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
             **self.kafka,
@@ -184,7 +159,7 @@ class ProgressMarkers:
             max_partition_fetch_bytes=_FETCH_BYTES,
         )
         await consumer.start()
-        events: list[GapEvent] = []
+        events: list[Record] = []
         try:
             consumer.assign([tp])
             beginning = (await consumer.beginning_offsets([tp]))[tp]
@@ -194,7 +169,7 @@ class ProgressMarkers:
                 batch = await consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)
                 idle = 0 if batch else idle + 1
                 events.extend(
-                    gap_event(topic, partition, record)
+                    record_of(topic, partition, record)
                     for record in batch.get(tp, [])
                     if record.offset < end
                 )
@@ -208,12 +183,12 @@ class ProgressMarkers:
 
 
 #: Completes one topic's live events of a partition (see :meth:`ProgressMarkers.complete`).
-Completer = Callable[[str, list[Any]], Awaitable[list[Any]]]
+Completer = Callable[[str, list[Record]], Awaitable[list[Record]]]
 
 
 async def merge_completed(
-    events: Sequence[Any], topics: Sequence[str], complete: Completer
-) -> list[Any]:
+    events: Sequence[Record], topics: Sequence[str], complete: Completer
+) -> list[Record]:
     """Complete each topic's events of one partition and merge them back in arrival order.
 
     Every topic's completed records keep their offset order: a record fetched to fill a
@@ -221,17 +196,17 @@ async def merge_completed(
     one (offset watermarks would then drop that one as a replay). Records of different
     topics keep the interleaving in which they arrived.
     """
-    queues: dict[str, list[Any]] = {}
+    queues: dict[str, list[Record]] = {}
     for topic in topics:
-        mine = [e for e in events if e.message.topic == topic]
+        mine = [e for e in events if e.topic == topic]
         queues[topic] = (await complete(topic, mine))[::-1]  # reversed: pop() from the front
-    out: list[Any] = []
+    out: list[Record] = []
     for event in events:
-        queue = queues.get(event.message.topic)
+        queue = queues.get(event.topic)
         if not queue:
             continue  # a replay dropped, a record already out, or a topic not completed here
-        offset = event.message.offset  # this record, and any fetched ones before it
-        while queue and queue[-1].message.offset <= offset:
+        offset = event.offset  # this record, and any fetched ones before it
+        while queue and queue[-1].offset <= offset:
             out.append(queue.pop())
     for topic in topics:  # fetched records after the last live one (none expected)
         out.extend(reversed(queues[topic]))

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -42,7 +42,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from supplyflow.agents.runtime.config import RuntimeConfig
-from supplyflow.agents.runtime.progress import GapEvent, gap_event
+from supplyflow.agents.runtime.records import Record, record_of
 
 __all__ = ["InputReader", "ReaderAgent", "owned_partitions", "read_batches", "register_ticks_agent"]
 
@@ -163,7 +163,7 @@ class InputReader:
         end = self._consumer.highwater(tp)
         return None if end is None else int(end)
 
-    async def next_batch(self) -> tuple[int, list[GapEvent]]:
+    async def next_batch(self) -> tuple[int, list[Record]]:
         """(the assignment version it was read under, up to ``batch_max`` records).
 
         Returns as soon as records arrived and none followed for ``idle_s``, the batch is
@@ -176,7 +176,7 @@ class InputReader:
             return version, []
         consumer = self._started()
         loop = asyncio.get_running_loop()
-        events: list[GapEvent] = []
+        events: list[Record] = []
         timeout_ms = int(self.window_s * 1000)
         deadline = loop.time() + self.window_s
         while len(events) < self.batch_max:
@@ -194,20 +194,19 @@ class InputReader:
                 if tp not in self._next:
                     continue
                 topic, partition = tp.topic, tp.partition
-                events.extend(gap_event(topic, partition, record) for record in records)
+                events.extend(record_of(topic, partition, record) for record in records)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             timeout_ms = max(0, int(min(self.idle_s, remaining) * 1000))
         return version, events
 
-    def accept(self, events: Sequence[GapEvent]) -> None:
+    def accept(self, events: Sequence[Record]) -> None:
         """``events`` will be processed: the next records to process follow them."""
         for event in events:
-            msg = event.message
-            tp = TopicPartition(msg.topic, msg.partition)
-            if tp in self._next and msg.offset >= self._next[tp]:
-                self._next[tp] = msg.offset + 1
+            tp = TopicPartition(event.topic, event.partition)
+            if tp in self._next and event.offset >= self._next[tp]:
+                self._next[tp] = event.offset + 1
 
     async def commit(self) -> None:
         """Commit the processed offsets to the input group, at most once a second."""
@@ -231,7 +230,7 @@ class InputReader:
 
 
 #: Processes one batch of records (all partitions of the reader mixed, each in order).
-BatchHandler = Callable[[list[GapEvent]], Awaitable[None]]
+BatchHandler = Callable[[list[Record]], Awaitable[None]]
 
 
 async def read_batches(
@@ -284,8 +283,8 @@ async def read_batches(
 
 
 #: Called under the agent's lock for each tick of an active partition this worker owns:
-#: (partition, the tick event, the partitions this worker owns).
-TickHandler = Callable[[int, Any, frozenset[int]], Awaitable[None]]
+#: (partition, the partitions this worker owns).
+TickHandler = Callable[[int, frozenset[int]], Awaitable[None]]
 
 #: Wait for the batch in progress when the agent stops, in seconds.
 _STOP_TIMEOUT_S: Final = 10.0
@@ -296,7 +295,7 @@ class ReaderAgent:
 
     One Faust agent consumes the ticks topic for all of a worker's readers
     (:func:`register_ticks_agent`); the first tick of a partition after a rebalance
-    activates it here, from the markers ``markers`` reads in the partition's scope.
+    activates it here, from the markers ``markers`` reads for the partition.
     """
 
     def __init__(
@@ -306,7 +305,7 @@ class ReaderAgent:
         *,
         ticks_topic: str,
         handle: BatchHandler,
-        markers: Callable[[Any], Mapping[str, int | None]],
+        markers: Callable[[int], Mapping[str, int | None]],
         on_tick: TickHandler | None,
         on_error: Callable[[], None],
     ) -> None:
@@ -328,24 +327,23 @@ class ReaderAgent:
             self.reader.reset()
 
     def owned(self) -> frozenset[int]:
-        assignment = self.app.consumer.assignment()
-        return frozenset(tp.partition for tp in assignment if tp.topic == self.ticks_topic)
+        return owned_partitions(self.app, self.ticks_topic)
 
-    async def ticked(self, ticks: Mapping[int, Any]) -> None:
-        """Activate newly owned partitions, then call the tick handler for each."""
+    async def ticked(self, partitions: Iterable[int]) -> None:
+        """Activate newly owned ``partitions`` (ticked), then call the tick handler for each."""
         if self._task is not None and self._task.done():
             self._task.result()  # the reader died: raise its error (the agent restarts)
         async with self.lock:
             if self.app.rebalancing:
                 return
             owned = self.owned()
-            for partition, tick in sorted(ticks.items()):
+            for partition in sorted(partitions):
                 if partition not in owned:
                     continue
                 if partition not in self.reader.active:
-                    self.reader.activate(partition, self.markers(tick))
+                    self.reader.activate(partition, self.markers(partition))
                 if self.on_tick is not None:
-                    await self.on_tick(partition, tick, owned)
+                    await self.on_tick(partition, owned)
 
     async def start(self) -> None:
         """Start reading (in a task); drops what a crash mid-batch left queued."""
@@ -384,9 +382,9 @@ async def drive(stream: Any, agents: Sequence[ReaderAgent], *, batch_window_s: f
         await agent.start()
     try:
         async for events in stream.take_until_idle(64, batch_window_s, batch_window_s):
-            ticks = {e.message.partition: e for e in events}
+            ticked = {event.message.partition for event in events}
             for agent in agents:
-                await agent.ticked(ticks)
+                await agent.ticked(ticked)
     finally:
         for agent in agents:
             await agent.stop()

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from faust.streams import current_event
 from faust.types import TP
 from rocksdict import WriteBatch
 
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.codecs.packing import pack, unpack
 
-__all__ = ["ScopedTable", "TableIO", "encode"]
+__all__ = ["TableIO", "encode"]
 
 
 def encode(obj: Any) -> bytes:
@@ -76,10 +75,6 @@ class TableIO:
         belong to a batch whose outputs were never sent, and it will be redelivered)."""
         self._staged.clear()
 
-    def scoped(self) -> ScopedTable:
-        """A ``get``/``[]=`` view that follows the current event's partition, like Faust's."""
-        return ScopedTable(self)
-
     async def commit(self) -> None:
         """Changelog first (acknowledged), then RocksDB and the persisted changelog offset."""
         staged, self._staged = self._staged, {}
@@ -101,24 +96,3 @@ class TableIO:
             offset = offsets.get((self.changelog, partition))
             if offset is not None:
                 store.set_persisted_offset(TP(self.changelog, partition), offset)
-
-
-class ScopedTable:
-    """The part of a table's mapping interface the progress markers use, via TableIO."""
-
-    def __init__(self, io: TableIO) -> None:
-        self.io = io
-
-    @staticmethod
-    def _partition() -> int:
-        event = current_event()
-        if event is None:
-            raise RuntimeError("table access outside a partition scope (see partition_scope)")
-        partition: int = event.message.partition
-        return partition
-
-    def get(self, key: str) -> Any:
-        return self.io.get(self._partition(), key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.io.put(self._partition(), key, value)

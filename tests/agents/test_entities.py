@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 from supplyflow.agents.entities import EntityActor
 from supplyflow.agents.ingest import InputAgent
 from supplyflow.agents.metrics import Metrics
-from supplyflow.agents.runtime.progress import GapEvent, GapMessage, marker_key
+from supplyflow.agents.runtime.progress import marker_key
+from supplyflow.agents.runtime.records import Record
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ, PO_EVENTS
 from supplyflow.app.worker import PO_KIND, runtime_config
@@ -61,9 +62,6 @@ class CrashTable:
     def put(self, partition: int, key: str, value: Any) -> None:
         self.staged[key] = bytes(CODEC.dumps(value))
 
-    def scoped(self) -> Any:
-        return _Scoped(self)
-
     def discard(self) -> None:
         self.staged.clear()
 
@@ -84,19 +82,6 @@ class CrashTable:
     def restored(self) -> dict[str, Any]:
         """What a worker restoring the partition from the changelog gets."""
         return {key: CODEC.loads(value) for key, value in self.changelog}
-
-
-class _Scoped:
-    """The progress markers' view (one partition in these tests)."""
-
-    def __init__(self, table: CrashTable) -> None:
-        self.table = table
-
-    def get(self, key: str) -> Any:
-        return self.table.value(key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.table.put(PARTITION, key, value)
 
 
 class FakeOutbox:
@@ -134,17 +119,17 @@ class FakeEmitter:
 class Stream:
     """Delivers the given batches, as ``take_events`` does."""
 
-    def __init__(self, *batches: list[GapEvent]) -> None:
+    def __init__(self, *batches: list[Record]) -> None:
         self.batches = batches
 
     async def take_until_idle(
         self, size: int, window: float, idle: float
-    ) -> AsyncIterator[list[GapEvent]]:
+    ) -> AsyncIterator[list[Record]]:
         for batch in self.batches:
             yield batch
 
 
-def _record(offset: int, po_id: str, type_: str, data: dict[str, Any], eid: str) -> GapEvent:
+def _record(offset: int, po_id: str, type_: str, data: dict[str, Any], eid: str) -> Record:
     value = orjson.dumps(
         {
             "event_id": eid,
@@ -155,22 +140,22 @@ def _record(offset: int, po_id: str, type_: str, data: dict[str, Any], eid: str)
             "data": {"po_id": po_id, **data},
         }
     )
-    return GapEvent(GapMessage(INPUT, PARTITION, offset, po_id.encode(), value, [], 1.0))
+    return Record(INPUT, PARTITION, offset, po_id.encode(), value, [], 1.0)
 
 
-def _created(offset: int, po_id: str) -> GapEvent:
+def _created(offset: int, po_id: str) -> Record:
     lines = [{"line_no": 1, "sku": "SKU-1", "qty": 10}]
     data = {"revision": 1, "supplier_id": "S-1", "location": "DC1", "lines": lines}
     return _record(offset, po_id, "po.created", data, f"e-{offset}")
 
 
-def _acked(offset: int, po_id: str) -> GapEvent:
+def _acked(offset: int, po_id: str) -> Record:
     data = {"revision": 1, "system": "erp", "status": "accepted"}
     return _record(offset, po_id, "po.acknowledged", data, f"e-{offset}")
 
 
-def _torn(offset: int) -> GapEvent:
-    return GapEvent(GapMessage(INPUT, PARTITION, offset, b"PO-1", b'{"event_id": "e-', [], 1.0))
+def _torn(offset: int) -> Record:
+    return Record(INPUT, PARTITION, offset, b"PO-1", b'{"event_id": "e-', [], 1.0)
 
 
 DELTAS = "t-position-deltas"

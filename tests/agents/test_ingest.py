@@ -1,35 +1,26 @@
 import gc
-from dataclasses import dataclass, field
 
 import orjson
 
 from supplyflow.agents.ingest import decode_batch
+from supplyflow.agents.runtime.records import Record
 from supplyflow.app.sample import OK, sample_scenario
 
 
-@dataclass
-class FakeMessage:
-    """The attributes of ``faust.types.Message`` that decode_batch reads."""
-
-    key: bytes | None
-    value: bytes | None
-    partition: int
-    offset: int
-    timestamp: float = 1_700_000_000.0
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-@dataclass
-class FakeEvent:
-    """A ``faust.Event``: decode_batch reads its ``message``."""
-
-    message: FakeMessage
+def _record(
+    key: bytes | None,
+    value: bytes | None,
+    partition: int,
+    offset: int,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> Record:
+    return Record("t.topic", partition, offset, key, value, headers or [], 1_700_000_000.0)
 
 
 def test_batch_keeps_good_records_in_order_around_bad_ones() -> None:
     records = [r for r in sample_scenario("b") if r.topic == "order.events"]
     messages = [
-        FakeEvent(FakeMessage(r.key, r.value, partition=0, offset=i, headers=r.headers))
+        _record(r.key, r.value, partition=0, offset=i, headers=list(r.headers))
         for i, r in enumerate(records)
     ]
     accepted, rejected = decode_batch("order.events", messages, max_bytes=1024 * 1024)
@@ -45,9 +36,7 @@ def test_batch_keeps_good_records_in_order_around_bad_ones() -> None:
 
 
 def test_empty_value_is_rejected_not_raised() -> None:
-    accepted, rejected = decode_batch(
-        "po.events", [FakeEvent(FakeMessage(b"PO-1", None, 1, 7))], max_bytes=1024
-    )
+    accepted, rejected = decode_batch("po.events", [_record(b"PO-1", None, 1, 7)], max_bytes=1024)
     assert accepted == []
     assert rejected[0].error.reason == "invalid_json"
     assert orjson.dumps(rejected[0].offset) == b"7"
@@ -57,7 +46,7 @@ def test_a_rejected_record_leaves_no_reference_cycle() -> None:
     records = [r for r in sample_scenario("c") if r.topic == "order.events"]
     assert any(r.expect != OK for r in records)
     messages = [
-        FakeEvent(FakeMessage(r.key, r.value, partition=0, offset=i, headers=r.headers))
+        _record(r.key, r.value, partition=0, offset=i, headers=list(r.headers))
         for i, r in enumerate(records)
     ]
     gc.collect()

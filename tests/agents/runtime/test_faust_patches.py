@@ -75,16 +75,6 @@ def test_web_serves_no_builtin_views(tmp_path: Path) -> None:
     assert web.blueprints._enabled == []
 
 
-def test_partition_scope_sets_and_restores_the_current_event() -> None:
-    from faust.streams import current_event
-
-    event: Any = object.__new__(type("Event", (), {}))
-    assert current_event() is None
-    with faust_patches.partition_scope(event):
-        assert current_event() is event
-    assert current_event() is None
-
-
 def _remaining_any(highwaters: dict[str, int | None], offsets: dict[str, int | None]) -> bool:
     """Faust's own ``need_recovery``: a Counter of what is left, any value above 0."""
     known = Counter(offsets)

@@ -11,8 +11,8 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from supplyflow.agents.runtime.config import BatchTunables
-from supplyflow.agents.runtime.progress import GapEvent
 from supplyflow.agents.runtime.reader import InputReader, read_batches
+from supplyflow.agents.runtime.records import Record
 from supplyflow.app.settings import Settings
 from supplyflow.app.worker import runtime_config
 
@@ -21,7 +21,7 @@ TOPIC = "t.po.events"
 
 
 @dataclass
-class Record:
+class FakeConsumerRecord:
     offset: int
     key: bytes | None
     value: bytes
@@ -35,7 +35,10 @@ class FakeConsumer:
 
     def __init__(self, logs: dict[TopicPartition, int], *, start: int = 0) -> None:
         self.logs = {
-            tp: [Record(o, b"k", f"{tp.partition}:{o}".encode(), [], 1000 + o) for o in range(n)]
+            tp: [
+                FakeConsumerRecord(o, b"k", f"{tp.partition}:{o}".encode(), [], 1000 + o)
+                for o in range(n)
+            ]
             for tp, n in logs.items()
         }
         self.start_offset = start
@@ -64,7 +67,7 @@ class FakeConsumer:
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, Any]:
         hook, self.during_fetch = self.during_fetch, None
-        out: dict[TopicPartition, list[Record]] = {}
+        out: dict[TopicPartition, list[FakeConsumerRecord]] = {}
         for tp in sorted(self.assigned):
             # (before the oldest record kept: reset to it, as auto_offset_reset="earliest")
             at = max(self.position.get(tp, 0), self.start_offset)
@@ -92,8 +95,8 @@ def _reader(consumer: FakeConsumer, batch_max: int = 100, commit_s: float = 1.0)
     )
 
 
-def _offsets(events: list[GapEvent]) -> list[tuple[int, int]]:
-    return [(e.message.partition, e.message.offset) for e in events]
+def _offsets(events: list[Record]) -> list[tuple[int, int]]:
+    return [(e.partition, e.offset) for e in events]
 
 
 def test_reading_starts_after_the_marker_or_at_the_start_of_the_log() -> None:
@@ -104,8 +107,8 @@ def test_reading_starts_after_the_marker_or_at_the_start_of_the_log() -> None:
         reader.activate(0, {TOPIC: 2})  # offsets 0..2 processed
         reader.activate(1, {TOPIC: None})  # nothing processed yet
         _, events = await reader.next_batch()
-        assert events[0].message.value == b"0:3"
-        assert events[0].message.timestamp == 1.003
+        assert events[0].value == b"0:3"
+        assert events[0].timestamp == 1.003
         return _offsets(events)
 
     assert asyncio.run(run()) == [(0, 3), (0, 4), (1, 0), (1, 1), (1, 2)]
@@ -163,7 +166,7 @@ def test_a_failed_batch_is_dropped_and_read_again_from_the_markers() -> None:
         failed = asyncio.Event()
         stopping = asyncio.Event()
 
-        async def handle(events: list[GapEvent]) -> None:
+        async def handle(events: list[Record]) -> None:
             handled.append(_offsets(events))
             if len(handled) == 1:
                 raise RuntimeError("a bug in a domain function")
@@ -200,7 +203,7 @@ def test_a_batch_read_as_a_rebalance_starts_is_held_back_and_read_again() -> Non
         handled: list[list[tuple[int, int]]] = []
         stopping = asyncio.Event()
 
-        async def handle(events: list[GapEvent]) -> None:
+        async def handle(events: list[Record]) -> None:
             handled.append(_offsets(events))
             stopping.set()
 
@@ -230,7 +233,7 @@ def test_the_last_offsets_are_committed_once_the_input_goes_quiet() -> None:
         seen: list[int] = []
         stopping = asyncio.Event()
 
-        async def handle(events: list[GapEvent]) -> None:
+        async def handle(events: list[Record]) -> None:
             seen.append(consumer.committed.get(tp, -1))
 
         task = asyncio.create_task(

@@ -13,7 +13,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import TP
 
-from supplyflow.agents.runtime.faust_patches import partition_scope
 from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.table_io import TableIO, encode
@@ -63,16 +62,6 @@ class FakeApp:
         self.producer = type("P", (), {"_ensure_producer": lambda _self: producer})()
 
 
-@dataclass
-class Msg:
-    partition: int
-
-
-@dataclass
-class Event:
-    message: Msg
-
-
 @pytest.fixture
 def faust_app(tmp_path: Path) -> Any:
     register_codecs()
@@ -115,11 +104,9 @@ async def test_commit_writes_changelog_then_store_as_faust_reads_them(faust_app:
         for k, v in by_partition[2]
     ]
     assert decoded == [("PO-17", STATE), ("PO-18", [1])]
-    # Faust's own read path finds the values in the partition's store...
-    with partition_scope(Event(Msg(2))):
-        assert table["PO-17"] == STATE
-    with partition_scope(Event(Msg(3))):
-        assert table["PO-19"] == [2]
+    # Faust's own read path (as the web views use it) finds the values in the stores...
+    assert table["PO-17"] == STATE
+    assert table["PO-19"] == [2]
     # ...and recovery would resume after the last changelog record written.
     assert table.data.persisted_offset(TP(changelog, 2)) == 1
     assert table.data.persisted_offset(TP(changelog, 3)) == 0
@@ -135,19 +122,6 @@ async def test_a_later_write_of_the_same_key_wins(faust_app: Any) -> None:
     await io.commit()
     assert [records for _, _, records in producer.sent] == [[(encode("SO-1"), encode([2]))]]
     assert io.get(0, "SO-1") == [2]
-
-
-def test_scoped_view_follows_the_current_event(faust_app: Any) -> None:
-    table = state_table(faust_app, "position", partitions=4, help="test")
-    io = TableIO(FakeApp(FakeProducer()), table)
-    view = io.scoped()
-    with pytest.raises(RuntimeError, match="partition scope"):
-        view.get("k")
-    with partition_scope(Event(Msg(1))):
-        view["\x00offset:t"] = 41
-        assert view.get("\x00offset:t") == 41
-    assert io.get(1, "\x00offset:t") == 41
-    assert io.get(0, "\x00offset:t") is None
 
 
 async def test_outbox_sends_one_batch_per_partition_in_order() -> None:

@@ -1,0 +1,58 @@
+"""The input record as the runtime hands it to the agents: where it came from, and its bytes.
+
+The readers fetch records with their own aiokafka consumers (:mod:`.reader`), and the
+progress markers fetch the ones a batch skipped the same way (:mod:`.progress`); both
+turn them into :class:`Record`. The partition travels in the record itself: table reads
+and writes name it explicitly, nothing keeps a "current" record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+__all__ = ["Record", "by_partition", "record_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of an input topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    #: the record's Kafka timestamp in seconds (None: the record carries none)
+    timestamp: float | None
+
+
+def record_of(topic: str, partition: int, record: Any) -> Record:
+    """A record an aiokafka consumer returned (a ``ConsumerRecord``), as the agents take it."""
+    return Record(
+        topic,
+        partition,
+        record.offset,
+        record.key,
+        record.value,
+        list(record.headers) if record.headers else [],
+        record.timestamp / 1000 if record.timestamp else None,
+    )
+
+
+class _Partitioned(Protocol):
+    @property
+    def partition(self) -> int: ...
+
+
+P = TypeVar("P", bound=_Partitioned)
+
+
+def by_partition(items: Iterable[P]) -> dict[int, list[P]]:
+    """``items`` (records, or anything with a partition) grouped by partition, in order."""
+    groups: dict[int, list[P]] = {}
+    for item in items:
+        groups.setdefault(item.partition, []).append(item)
+    return groups
