@@ -3,10 +3,10 @@
 Each batch is applied per partition. Its position deltas go to the internal
 ``<app_id>-position-deltas`` topic (one record per target partition, holding every
 position key of it) and its exception transitions to ``exceptions``, both queued in the
-agent's :class:`~supplyflow.agents.runtime.outbox.Outbox`; the new states are staged in its
-:class:`~supplyflow.agents.runtime.table_io.TableIO`. The agent flushes the outbox and only then
-commits the states, so a crash in between replays into the same outputs, which positions
-and the exception emitter skip.
+agent's :class:`~supplyflow.agents.runtime.checkpoint.Checkpoint`, where the new states
+are staged too. The checkpoint's commit sends the outputs and only then the states, so a
+crash in between replays into the same outputs, which positions and the exception
+emitter skip.
 
 Deadlines fire on ticks: a timer on every worker sends a tick to each partition of the
 ticks topic it owns, and the actor consuming that partition pops the due entries of its
@@ -24,11 +24,11 @@ from typing import Any, Final
 from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import Accepted
 from supplyflow.agents.metrics import Metrics
+from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.deadlines import DeadlineIndex
 from supplyflow.agents.runtime.keys import partition_for
-from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.records import by_partition
-from supplyflow.agents.runtime.table_io import TableIO, encode
+from supplyflow.agents.runtime.table_io import encode
 from supplyflow.codecs import DecodeError
 from supplyflow.tables.batch import apply_entity_batch
 from supplyflow.tables.common import Rejection
@@ -61,8 +61,7 @@ class EntityActor:
         self,
         *,
         kind: EntityKind,
-        io: TableIO,
-        outbox: Outbox,
+        checkpoint: Checkpoint,
         deltas_topic: str,
         emitter: ExceptionEmitter,
         rules: Rules,
@@ -72,9 +71,10 @@ class EntityActor:
     ) -> None:
         self.metrics = metrics
         self.kind = kind
-        self.io = io
-        self.table = io.table
-        self.outbox = outbox
+        self.checkpoint = checkpoint
+        self.io = checkpoint.io
+        self.table = checkpoint.io.table
+        self.outbox = checkpoint.outbox
         self.deltas_topic = deltas_topic
         self.emitter = emitter
         self.rules = rules
@@ -96,7 +96,7 @@ class EntityActor:
         return load
 
     async def __call__(self, accepted: Sequence[Accepted]) -> list[str | DecodeError]:
-        """Apply, queue the outputs and stage the states; the agent flushes and commits."""
+        """Apply, queue the outputs and stage the states; the agent commits."""
         results: dict[int, str | DecodeError] = {}
         apply = partial(self.kind.apply, rules=self.rules)
         for partition, items in by_partition(accepted).items():

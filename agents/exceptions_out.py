@@ -79,7 +79,7 @@ class ExceptionEmitter:
         return lookup
 
     async def send(self, partition: int, transitions: Sequence[Transition], outbox: Outbox) -> None:
-        """Queue the new transitions in ``outbox`` (flush it before writing the states)."""
+        """Queue the new transitions in ``outbox`` (a checkpoint's: sent before the states)."""
         if not transitions:
             return
         written = self._written.get(partition)

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from supplyflow.agents.metrics import DEAD_LETTERED, Metrics, observe_all
+from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.config import RuntimeConfig
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers
 from supplyflow.agents.runtime.reader import InputReader, ReaderAgent, TickHandler
 from supplyflow.agents.runtime.records import Record, by_partition
-from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.agents.runtime.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.agents.topics import DLQ
 from supplyflow.codecs import AnyEvent, DecodeError, build_dead_letter, decode_input
@@ -193,7 +193,7 @@ class DeadLetters:
         self, outbox: Outbox, rejected: Sequence[Rejected], floors: Mapping[int, int | None]
     ) -> None:
         """Queue every entry in ``outbox`` but replays (see :func:`replayed`) and letters
-        already in ``dlq``; flush it before marking the records done."""
+        already in ``dlq`` (a checkpoint's outbox: sent before the markers move)."""
         for bad in rejected:
             if replayed(bad.partition, bad.offset, floors):
                 continue
@@ -255,19 +255,13 @@ async def complete_groups(
     return batch, floors
 
 
-def discard(outbox: Outbox, io: TableIO) -> None:
-    """Drop what a crash mid-batch left queued, when an agent starts (again)."""
-    outbox.discard()
-    io.discard()
-
-
 class InputAgent:
     """One input topic: its batches (from an :class:`InputReader`) and its ticks.
 
-    ``handler`` queues its outputs in ``outbox`` and stages its states in ``io`` (the
-    agent's table); after each batch the agent flushes the outbox, then commits the
-    states with its progress markers. With ``on_tick``, each tick of a partition calls it
-    (deadlines), then flushes and commits the same way.
+    ``handler`` queues its outputs in the checkpoint's outbox and stages its states in
+    its table (the agent's); after each batch the agent stages the progress markers and
+    commits the checkpoint. With ``on_tick``, each tick of a partition calls it
+    (deadlines), and the checkpoint is committed the same way.
     """
 
     def __init__(
@@ -277,8 +271,7 @@ class InputAgent:
         topic: str,
         handler: EntityHandler,
         metrics: Metrics,
-        io: TableIO,
-        outbox: Outbox,
+        checkpoint: Checkpoint,
         letters: SentLetters | None = None,
         on_tick: TickHandler | None = None,
     ) -> None:
@@ -286,15 +279,11 @@ class InputAgent:
         self.input_name = config.topic(topic)
         self.handler = handler
         self.metrics = metrics
-        self.io = io
-        self.outbox = outbox
+        self.checkpoint = checkpoint
+        self.markers = checkpoint.markers
         self.max_bytes = config.max_record_bytes
         self.dead_letters = DeadLetters(config, topic, metrics, letters)
-        self.markers = ProgressMarkers(io, config.kafka)
         self._on_tick = on_tick
-
-    def discard(self) -> None:
-        discard(self.outbox, self.io)
 
     def marker_of(self, partition: int) -> dict[str, int | None]:
         """The input topic's marker in ``partition``."""
@@ -320,11 +309,10 @@ class InputAgent:
                 elif not replayed(item.partition, item.offset, floors):
                     tally[(item.event.type, result)] += 1
             metrics.count_events(topic, tally)
-        await self.dead_letters.add(self.outbox, rejected, floors)
-        await self.outbox.flush()
+        await self.dead_letters.add(self.checkpoint.outbox, rejected, floors)
         for partition, completed in groups.items():
             self.markers.record_all(self.input_name, partition, completed)
-        await self.io.commit()
+        await self.checkpoint.commit()
         if batch:
             metrics.batch_size.labels(topic=topic).observe(len(batch))
             observe_processed(metrics, topic, batch)
@@ -333,8 +321,7 @@ class InputAgent:
         """The deadlines due in ``partition``: transitions first, then the states."""
         if self._on_tick is not None:
             await self._on_tick(partition, owned)
-            await self.outbox.flush()
-            await self.io.commit()
+            await self.checkpoint.commit()
 
 
 def register_input_agent(
@@ -344,22 +331,20 @@ def register_input_agent(
     topic: str,
     handler: EntityHandler,
     metrics: Metrics,
-    io: TableIO,
-    outbox: Outbox,
+    checkpoint: Checkpoint,
     letters: SentLetters | None = None,
     on_tick: TickHandler | None = None,
 ) -> ReaderAgent:
     """The reader agent for input topic ``topic`` (contract name, without prefix): its
-    input is read in batches by an :class:`~supplyflow.agents.runtime.reader.InputReader` (see
-    there why), driven by the ticks (see ``register_ticks_agent``).
+    input is read in batches by an :class:`~supplyflow.agents.runtime.reader.InputReader`
+    (see there why), driven by the ticks (see ``register_ticks_agent``).
     """
     agent = InputAgent(
         config,
         topic=topic,
         handler=handler,
         metrics=metrics,
-        io=io,
-        outbox=outbox,
+        checkpoint=checkpoint,
         letters=letters,
         on_tick=on_tick,
     )
@@ -371,5 +356,5 @@ def register_input_agent(
         handle=agent.process_batch,
         markers=agent.marker_of,
         on_tick=agent.tick,
-        on_error=agent.discard,
+        on_error=checkpoint.discard,
     )

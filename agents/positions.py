@@ -3,9 +3,10 @@
 It consumes ``inventory.events`` (keyed ``SKU@LOCATION``) and the internal deltas topic
 (same keys, same partition count), so partition *p* of both belongs to the worker that
 owns the positions of partition *p*. After each batch it emits every changed position to
-``inventory.positions`` (one record batch per partition, see
-:mod:`supplyflow.agents.runtime.outbox`), waits for Kafka to take them, and then commits the
-states: a crash in between replays into the same outputs rather than losing one.
+``inventory.positions`` (one record batch per partition) and commits its
+:class:`~supplyflow.agents.runtime.checkpoint.Checkpoint`, which waits for Kafka to take
+them before it writes the states: a crash in between replays into the same outputs
+rather than losing one.
 
 Both topics are read in batches by an :class:`~supplyflow.agents.runtime.reader.InputReader`.
 (Earlier versions appended a heartbeat to each deltas partition twice a second: a record
@@ -14,7 +15,6 @@ from no source with no deltas, which applies nothing.)
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -27,14 +27,13 @@ from supplyflow.agents.ingest import (
     DeadLetters,
     SentLetters,
     decode_batch,
-    discard,
     observe_processed,
     replayed,
 )
 from supplyflow.agents.metrics import Metrics, observe_all
+from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.config import RuntimeConfig
-from supplyflow.agents.runtime.outbox import Outbox
-from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
+from supplyflow.agents.runtime.progress import merge_completed
 from supplyflow.agents.runtime.reader import InputReader, ReaderAgent
 from supplyflow.agents.runtime.records import Record, by_partition
 from supplyflow.agents.runtime.table_io import TableIO
@@ -64,23 +63,21 @@ class PositionActor:
 
     def __init__(
         self,
-        app: Any,
         config: RuntimeConfig,
         *,
-        io: TableIO,
-        outbox: Outbox,
+        checkpoint: Checkpoint,
         metrics: Metrics,
         dead_letters: DeadLetters,
         emitter: ExceptionEmitter,
     ) -> None:
-        self.app = app
         self.emitter = emitter
-        self.markers = ProgressMarkers(io, config.kafka)
+        self.checkpoint = checkpoint
+        self.markers = checkpoint.markers
         self.deltas_topic = config.deltas_topic
         self.inventory_topic = config.topic(INVENTORY_EVENTS)
         self.positions = config.topic(POSITIONS)
-        self.io = io
-        self.outbox = outbox
+        self.io = checkpoint.io
+        self.outbox = checkpoint.outbox
         self.metrics = metrics
         self.dead_letters = dead_letters
         self.max_bytes = config.max_record_bytes
@@ -92,14 +89,15 @@ class PositionActor:
         """Apply ``batch``, emit what changed, then commit the states and markers."""
         for partition, records in by_partition(batch).items():
             await self._process(partition, records)
-        await self.outbox.flush()
-        emitted = time.time() * 1000
+        try:
+            await self.checkpoint.commit()
+        finally:
+            occurred, self._occurred = self._occurred, []
+        emitted = self.checkpoint.outputs_acknowledged_at * 1000
         observe_all(
             self.metrics.event_to_position,
-            [max(0.0, (emitted - occurred_ms) / 1000) for occurred_ms in self._occurred],
+            [max(0.0, (emitted - occurred_ms) / 1000) for occurred_ms in occurred],
         )
-        self._occurred.clear()
-        await self.io.commit()
 
     async def _process(self, partition: int, records: list[Record]) -> None:
         completed = await self._complete(partition, records)
@@ -111,9 +109,6 @@ class PositionActor:
         """Both topics' markers in ``partition``."""
         topics = (self.inventory_topic, self.deltas_topic)
         return {topic: self.markers.last(topic, partition) for topic in topics}
-
-    def discard(self) -> None:
-        discard(self.outbox, self.io)
 
     async def _complete(self, partition: int, events: list[Record]) -> list[Record]:
         """Both topics' events of one partition: each once, skipped ones fetched.
@@ -221,7 +216,7 @@ def register_position_agent(
     app: Any,
     config: RuntimeConfig,
     *,
-    io: TableIO,
+    checkpoint: Checkpoint,
     metrics: Metrics,
     emitter: ExceptionEmitter,
     letters: SentLetters | None = None,
@@ -230,10 +225,8 @@ def register_position_agent(
     an :class:`~supplyflow.agents.runtime.reader.InputReader`, driven by ticks)."""
     dead_letters = DeadLetters(config, INVENTORY_EVENTS, metrics, letters)
     actor = PositionActor(
-        app,
         config,
-        io=io,
-        outbox=Outbox(app),
+        checkpoint=checkpoint,
         metrics=metrics,
         dead_letters=dead_letters,
         emitter=emitter,
@@ -252,5 +245,5 @@ def register_position_agent(
         handle=handle,
         markers=actor.markers_of,
         on_tick=None,
-        on_error=actor.discard,
+        on_error=checkpoint.discard,
     )

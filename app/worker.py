@@ -27,6 +27,7 @@ from supplyflow.agents.ingest import SentLetters, register_input_agent
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.positions import register_position_agent
 from supplyflow.agents.runtime import faust_patches
+from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.config import BatchTunables, RuntimeConfig
 from supplyflow.agents.runtime.faust_patches import (
     BatchingStream,
@@ -34,9 +35,7 @@ from supplyflow.agents.runtime.faust_patches import (
     new_worker,
     table_key_estimate,
 )
-from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.reader import InputReader, owned_partitions, register_ticks_agent
-from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import kafka_records
 from supplyflow.app.exceptions import AppError
@@ -230,7 +229,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             app, "position", partitions=settings.partitions, help="positions per SKU@LOC"
         ),
     )
-    ios = {name: TableIO(app, getattr(tables, name)) for name in STATE_TABLES}
+    checkpoints = {
+        name: Checkpoint.of(app, getattr(tables, name), config.kafka) for name in STATE_TABLES
+    }
     open_index = OpenExceptions(settings.partitions)
     emitter = ExceptionEmitter(config, metrics, open_index)
     letters = SentLetters(config)
@@ -238,17 +239,16 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     actors = {
         name: EntityActor(
             kind=kind,
-            io=io,
-            outbox=Outbox(app),
+            checkpoint=checkpoint,
             deltas_topic=config.deltas_topic,
             emitter=emitter,
             rules=rules,
             partitions=settings.partitions,
             metrics=metrics,
         )
-        for name, kind, io in (
-            (PO_EVENTS, PO_KIND, ios["po"]),
-            (ORDER_EVENTS, ORDER_KIND, ios["order"]),
+        for name, kind, checkpoint in (
+            (PO_EVENTS, PO_KIND, checkpoints["po"]),
+            (ORDER_EVENTS, ORDER_KIND, checkpoints["order"]),
         )
     }
     ticks = config.ticks_topic
@@ -259,15 +259,19 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             topic=topic,
             handler=actor,
             metrics=metrics,
-            io=actor.io,
-            outbox=actor.outbox,
+            checkpoint=actor.checkpoint,
             letters=letters,
             on_tick=actor.tick,
         )
         for topic, actor in actors.items()
     ]
     positions = register_position_agent(
-        app, config, io=ios["position"], metrics=metrics, emitter=emitter, letters=letters
+        app,
+        config,
+        checkpoint=checkpoints["position"],
+        metrics=metrics,
+        emitter=emitter,
+        letters=letters,
     )
     drivers.append(positions)
     register_ticks_agent(app, ticks, drivers, batch_window_s=config.batch.window_s)

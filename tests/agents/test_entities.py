@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 from supplyflow.agents.entities import EntityActor
 from supplyflow.agents.ingest import InputAgent
 from supplyflow.agents.metrics import Metrics
-from supplyflow.agents.runtime.progress import marker_key
+from supplyflow.agents.runtime.checkpoint import Checkpoint
+from supplyflow.agents.runtime.progress import ProgressMarkers, marker_key
 from supplyflow.agents.runtime.records import Record
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ, PO_EVENTS
@@ -65,11 +66,16 @@ class CrashTable:
     def discard(self) -> None:
         self.staged.clear()
 
-    async def commit(self) -> None:
-        for key, value in self.staged.items():
-            self.local[key] = value
-            self.changelog.append((key, value))
-        self.staged.clear()
+    def take_staged(self) -> dict[str, bytes]:
+        staged, self.staged = self.staged, {}
+        return staged
+
+    async def send_to_changelog(self, staged: dict[str, bytes]) -> dict[int, int]:
+        self.changelog.extend(staged.items())
+        return {}
+
+    def write_store(self, staged: dict[str, bytes], offsets: dict[int, int]) -> None:
+        self.local.update(staged)
 
     def flush(self) -> None:
         """The producer sent everything written so far (Faust does this before a commit)."""
@@ -163,10 +169,14 @@ DELTAS = "t-position-deltas"
 
 def _worker(table: CrashTable, outbox: FakeOutbox) -> Callable[[Stream], Any]:
     """A (re)started worker on ``table``'s local store: a fresh agent and actor."""
+    checkpoint = Checkpoint(
+        outbox,  # type: ignore[arg-type]  # Outbox's interface
+        table,  # type: ignore[arg-type]  # TableIO's interface
+        ProgressMarkers(table, CONFIG.kafka),
+    )
     actor = EntityActor(
         kind=PO_KIND,
-        io=table,  # type: ignore[arg-type]  # TableIO's interface
-        outbox=outbox,  # type: ignore[arg-type]  # Outbox's interface
+        checkpoint=checkpoint,
         deltas_topic=DELTAS,
         emitter=FakeEmitter(),  # type: ignore[arg-type]  # sends nothing: no rules fire
         rules=Rules(),
@@ -178,13 +188,12 @@ def _worker(table: CrashTable, outbox: FakeOutbox) -> Callable[[Stream], Any]:
         topic=PO_EVENTS,
         handler=actor,
         metrics=actor.metrics,
-        io=table,  # type: ignore[arg-type]
-        outbox=outbox,  # type: ignore[arg-type]
+        checkpoint=checkpoint,
     )
 
     async def consume(stream: Stream) -> None:
         """As the reader drives the agent: a fresh start drops what was queued."""
-        agent.discard()
+        checkpoint.discard()
         async for batch in stream.take_until_idle(0, 0, 0):
             await agent.process_batch(batch)
 

@@ -13,8 +13,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import TP
 
+from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.agents.runtime.outbox import Outbox
+from supplyflow.agents.runtime.progress import ProgressMarkers
 from supplyflow.agents.runtime.table_io import TableIO, encode
 from supplyflow.agents.state import state_table
 from supplyflow.codecs import register_codecs
@@ -70,6 +72,11 @@ def faust_app(tmp_path: Path) -> Any:
     )
 
 
+async def _commit(io: TableIO) -> None:
+    """Commit what ``io`` staged as the agents do (their checkpoint owns the order)."""
+    await Checkpoint(Outbox(io.app), io, ProgressMarkers(io, {})).commit()
+
+
 def test_encode_is_what_faust_writes_to_the_changelog(faust_app: Any) -> None:
     table = state_table(faust_app, "po", partitions=4, help="test")
     changelog = table.changelog_topic
@@ -90,7 +97,7 @@ async def test_commit_writes_changelog_then_store_as_faust_reads_them(faust_app:
     assert table.data._db_for_partition(2).get(encode("PO-17")) is None
     assert producer.sent == []
 
-    await io.commit()
+    await _commit(io)
 
     changelog = table.changelog_topic.get_topic_name()
     by_partition = {p: records for topic, p, records in producer.sent if topic == changelog}
@@ -119,7 +126,7 @@ async def test_a_later_write_of_the_same_key_wins(faust_app: Any) -> None:
     io = TableIO(FakeApp(producer), table)
     io.put(0, "SO-1", [1])
     io.put(0, "SO-1", [2])
-    await io.commit()
+    await _commit(io)
     assert [records for _, _, records in producer.sent] == [[(encode("SO-1"), encode([2]))]]
     assert io.get(0, "SO-1") == [2]
 
@@ -176,6 +183,6 @@ async def test_discarded_writes_and_records_are_never_sent(faust_app: Any) -> No
     io.discard()
     outbox.discard()
     await outbox.flush()
-    await io.commit()
+    await _commit(io)
     assert producer.sent == []
     assert io.get(0, "PO-1") is None
