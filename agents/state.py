@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from supplyflow.agents.runtime.faust_patches import MsgpackTable
+from supplyflow.agents.runtime.faust import MsgpackTable
 
 __all__ = ["StateTables", "state_table"]
 

@@ -10,7 +10,7 @@ checked-in ``static/openapi.json``, which describes every route of :data:`ROUTES
 owning worker's table: the key's partition is computed as producers compute it (murmur2
 of the UTF-8 key), and a worker that does not own it forwards the request to the one that
 does (one hop; a forwarded request that misses answers 503 so clients retry). Only routes
-registered here are served (see :mod:`supplyflow.agents.runtime.faust_patches`).
+registered here are served (see :mod:`supplyflow.agents.runtime.faust.web`).
 
 With ``SUPPLYFLOW_API_TOKEN`` set, the data routes answer 401 unless the request carries
 ``Authorization: Bearer <token>``; ``/health``, ``/metrics`` (no entity ids, no

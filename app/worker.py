@@ -26,10 +26,10 @@ from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
 from supplyflow.agents.ingest import SentLetters, register_input_agent
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.positions import register_position_agent
-from supplyflow.agents.runtime import faust_patches
+from supplyflow.agents.runtime import faust as faust_runtime
 from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.config import BatchTunables, RuntimeConfig
-from supplyflow.agents.runtime.faust_patches import (
+from supplyflow.agents.runtime.faust import (
     BatchingStream,
     SupplyflowApp,
     new_worker,
@@ -175,9 +175,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     """Create the worker's Faust app, topics, agents and views."""
     config = runtime_config(settings)
     register_codecs()
-    faust_patches.install()
+    faust_runtime.install()
     kafka_records.install()
-    rocksdb_memory = faust_patches.share_rocksdb_memory(ROCKSDB_CACHE_BYTES, ROCKSDB_MEMTABLE_BYTES)
+    rocksdb_memory = faust_runtime.share_rocksdb_memory(ROCKSDB_CACHE_BYTES, ROCKSDB_MEMTABLE_BYTES)
     metrics = Metrics(registry or CollectorRegistry(), app_id=settings.app_id, version=__version__)
     brokers = [f"kafka://{host}" for host in settings.bootstrap.split(",")]
     app = SupplyflowApp(
@@ -322,7 +322,7 @@ def _probes(
     actors: Iterable[EntityActor],
     open_counts: Callable[[], dict[str, int]],
     readers: Sequence[InputReader],
-    rocksdb_memory: faust_patches.SharedRocksDBMemory,
+    rocksdb_memory: faust_runtime.SharedRocksDBMemory,
 ) -> StateProbes:
     """Scrape-time readings of the worker's state."""
     inputs = {settings.topic(t): t for t in (PO_EVENTS, ORDER_EVENTS, INVENTORY_EVENTS)}

@@ -13,7 +13,7 @@ from pathlib import Path
 import faust
 from mode.utils.locks import Event
 
-from supplyflow.agents.runtime.faust_patches import BatchingStream
+from supplyflow.agents.runtime.faust.streams import BatchingStream
 
 
 class _Take:
