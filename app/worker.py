@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -100,6 +102,22 @@ ROCKSDB_CACHE_BYTES: Final = 64 * _MIB
 ROCKSDB_MEMTABLE_BYTES: Final = 64 * _MIB
 
 
+class StopOnFatal:
+    """Stops the worker process on an error the runtime must not retry (a state format
+    this release cannot read): logs it and stops the worker as SIGTERM does, which then
+    exits with status 1 and the error (Faust re-raises a worker's ``crash_reason``)."""
+
+    def __init__(self) -> None:
+        #: the running Faust worker (None until :func:`run_worker` starts one)
+        self.runner: Any = None
+
+    def __call__(self, error: BaseException) -> None:
+        log.critical("stopping the worker: %s", error)
+        if self.runner is not None:
+            self.runner.crash_reason = error
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 @dataclass
 class Worker:
     """A built (not yet started) worker: the Faust app, its tables and metrics."""
@@ -108,6 +126,7 @@ class Worker:
     metrics: Metrics
     settings: Settings
     tables: StateTables
+    stop_on_fatal: StopOnFatal
 
 
 def _seconds(value: timedelta) -> float:
@@ -235,7 +254,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     open_index = OpenExceptions(settings.partitions)
     emitter = ExceptionEmitter(config, metrics, open_index)
     letters = SentLetters(config)
-    rules = rules_from(settings)
+    rules = Rules.from_settings(settings)
     actors = {
         name: EntityActor(
             kind=kind,
@@ -274,7 +293,10 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         letters=letters,
     )
     drivers.append(positions)
-    register_ticks_agent(app, ticks, drivers, batch_window_s=config.batch.window_s)
+    stop_on_fatal = StopOnFatal()
+    register_ticks_agent(
+        app, ticks, drivers, batch_window_s=config.batch.window_s, on_fatal=stop_on_fatal
+    )
     readers = [driver.reader for driver in drivers]
     register_ticker(app, ticks)
     register_memory_trim(app, metrics.memory_trim.observe)
@@ -310,7 +332,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     )
     metrics.registry.register(WorkerCollector(probes, RULES))
     register_views(app, metrics, tables, open_index, ensure_index, api_token=settings.api_token)
-    return Worker(app=app, metrics=metrics, settings=settings, tables=tables)
+    return Worker(
+        app=app, metrics=metrics, settings=settings, tables=tables, stop_on_fatal=stop_on_fatal
+    )
 
 
 def _probes(
@@ -368,17 +392,6 @@ def _probes(
     )
 
 
-def rules_from(settings: Settings) -> Rules:
-    """The exception rules' parameters from the settings."""
-    return Rules.from_settings(
-        po_ack=settings.sla_po_ack,
-        order_ack=settings.sla_order_ack,
-        invoice=settings.sla_invoice,
-        tolerance_pct=settings.receipt_tolerance_pct,
-        grace=settings.deadline_grace,
-    )
-
-
 def register_ticker(app: Any, ticks: str) -> None:
     """Every :data:`TICK_INTERVAL_S`, a tick to each ticks partition owned here (it
     activates the partition's input readers and fires its deadlines)."""
@@ -424,4 +437,5 @@ def run_worker(settings: Settings) -> NoReturn:
         loglevel=settings.log_level.lower(),
         logging_config=logging_config(settings.log_format, settings.log_level),
     )
+    worker.stop_on_fatal.runner = runner
     runner.execute_from_commandline()

@@ -9,14 +9,16 @@ the same id and the emitter can drop a transition it has already written.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, Protocol, get_args
 
 __all__ = [
     "RULES",
     "ExceptionBook",
+    "RuleSettings",
     "Rules",
     "Transition",
     "exception_id",
@@ -36,6 +38,29 @@ RULES: Final[tuple[Rule, ...]] = get_args(Rule)
 EntityType = Literal["po", "order", "position"]
 
 
+class RuleSettings(Protocol):
+    """The settings the rules read (the app's settings object has them all)."""
+
+    @property
+    def sla_po_ack(self) -> Mapping[str, timedelta]: ...
+
+    @property
+    def sla_order_ack(self) -> Mapping[str, timedelta]: ...
+
+    @property
+    def sla_invoice(self) -> timedelta | None: ...
+
+    @property
+    def receipt_tolerance_pct(self) -> Decimal: ...
+
+    @property
+    def deadline_grace(self) -> timedelta: ...
+
+
+def _ms(value: timedelta) -> int:
+    return round(value.total_seconds() * 1000)
+
+
 @dataclass(frozen=True)
 class Rules:
     """The settings the rules read: SLAs (milliseconds), tolerance, grace."""
@@ -47,24 +72,16 @@ class Rules:
     grace_ms: int = 2000
 
     @classmethod
-    def from_settings(
-        cls,
-        *,
-        po_ack: dict[str, timedelta],
-        order_ack: dict[str, timedelta],
-        invoice: timedelta | None,
-        tolerance_pct: Decimal,
-        grace: timedelta,
-    ) -> Rules:
-        def ms(value: timedelta) -> int:
-            return round(value.total_seconds() * 1000)
-
+    def from_settings(cls, settings: RuleSettings) -> Rules:
+        """The rules' parameters from the settings (a rule's SLA is read here, nowhere
+        else)."""
+        invoice = settings.sla_invoice
         return cls(
-            po_ack_ms={k: ms(v) for k, v in po_ack.items()},
-            order_ack_ms={k: ms(v) for k, v in order_ack.items()},
-            invoice_ms=None if invoice is None else ms(invoice),
-            receipt_tolerance_pct=tolerance_pct,
-            grace_ms=ms(grace),
+            po_ack_ms={k: _ms(v) for k, v in settings.sla_po_ack.items()},
+            order_ack_ms={k: _ms(v) for k, v in settings.sla_order_ack.items()},
+            invoice_ms=None if invoice is None else _ms(invoice),
+            receipt_tolerance_pct=settings.receipt_tolerance_pct,
+            grace_ms=_ms(settings.deadline_grace),
         )
 
 

@@ -11,8 +11,9 @@ add up; a repeated ``event_id`` has no second effect.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
 
 from supplyflow.codecs.events import (
     Line,
@@ -26,6 +27,7 @@ from supplyflow.codecs.events import (
     ReturnReceived,
 )
 from supplyflow.codecs.quantity import qty_to_json
+from supplyflow.codecs.state import StateFormat
 from supplyflow.tables.common import (
     ALLOCATED,
     ON_HAND,
@@ -42,11 +44,13 @@ from supplyflow.tables.common import (
     remember_event,
     settle,
 )
-from supplyflow.tables.exceptions import ExceptionBook, Rules, Transition
+from supplyflow.tables.deadlines import Deadline, answer, deadline, fire_due, next_due
+from supplyflow.tables.exceptions import ExceptionBook, Rule, Rules, Transition
 
 NO_RULES = Rules()
 
 __all__ = [
+    "ORDER_FORMAT",
     "OrderLine",
     "OrderState",
     "apply_order_event",
@@ -84,15 +88,19 @@ class OrderState:
     offsets: dict[str, int] = field(default_factory=dict)
     contributions: Contributions = field(default_factory=dict)
     updated_at: str = ""
-    #: pending deadlines: [due_ms, kind ("ack" | "invoice"), system or shipment_id, event_id]
-    deadlines: list[list[Any]] = field(default_factory=list)
+    #: pending deadlines (see tables.deadlines): ACK_MISSING per system, INVOICE_MISSING
+    #: per shipment
+    deadlines: list[Deadline] = field(default_factory=list)
     exceptions: dict[str, list[Any]] = field(default_factory=dict)
 
     def shipped(self, line_no: int) -> int:
         return sum(s.get(line_no, 0) for s in self.shipments.values())
 
     def to_wire(self) -> list[Any]:
+        """The stored form (:data:`ORDER_FORMAT`): a new field goes at the end, here and
+        in the class (with a default), and bumps the format's version."""
         return [
+            ORDER_FORMAT.version,
             self.order_id,
             self.channel,
             self.location,
@@ -111,28 +119,40 @@ class OrderState:
         ]
 
     @classmethod
-    def from_wire(cls, w: list[Any]) -> OrderState:
-        return cls(
-            order_id=w[0],
-            channel=w[1],
-            location=w[2],
-            cancelled=w[3],
-            lines={n: OrderLine(sku, q, a) for n, sku, q, a in w[4]},
-            shipments={s: dict(map(tuple, q)) for s, q in w[5]},
-            invoices=w[6],
-            returns={r: [restock, dict(map(tuple, q))] for r, restock, q in w[7]},
-            acks=w[8],
-            event_ids=w[9],
-            offsets=offsets_from_wire(w[10]),
-            contributions=w[11],
-            updated_at=w[12],
-            deadlines=w[13],
-            exceptions=w[14],
-        )
+    def from_wire(cls, stored: Any) -> OrderState:
+        """An order from its stored form, of any format version this release reads."""
+        w = ORDER_FORMAT.unpack(stored)  # the fields in order; later ones keep their defaults
+        w[4] = {n: OrderLine(sku, q, a) for n, sku, q, a in w[4]}
+        w[5] = {s: dict(map(tuple, q)) for s, q in w[5]}
+        w[7] = {r: [restock, dict(map(tuple, q))] for r, restock, q in w[7]}
+        return cls(*w)
 
     def next_due(self) -> int | None:
         """The earliest pending deadline (epoch ms), if any."""
-        return min((d[0] for d in self.deadlines), default=None)
+        return next_due(self.deadlines)
+
+
+#: The rule of each kind of deadline stored before version 1.
+_V0_RULES: Final = {"ack": ("ACK_MISSING", "system"), "invoice": ("INVOICE_MISSING", "shipment_id")}
+
+
+def _order_from_v0(w: list[Any]) -> list[Any]:
+    """Version 0 (no version stored) to 1: ``offsets`` was one int before it was kept
+    per input stream, and a deadline was ``[due_ms, "ack" | "invoice", system or
+    shipment_id, event_id]``."""
+    w[10] = offsets_from_wire(w[10])
+    migrated = []
+    for due, kind, subject, cause in w[13]:
+        rule, name = _V0_RULES[kind]
+        migrated.append([due, rule, {name: subject}, cause])
+    w[13] = migrated
+    return w
+
+
+#: How an order is stored (see supplyflow.codecs.state).
+ORDER_FORMAT: Final = StateFormat(
+    "order", 1, len(fields(OrderState)), migrations={0: _order_from_v0}
+)
 
 
 def order_contributions(state: OrderState) -> Contributions:
@@ -183,7 +203,7 @@ def apply_order_event(
         )
         due_base = epoch_ms(event.occurred_at)
         state.deadlines = [
-            [due_base + sla, "ack", system, event.event_id]
+            deadline(due_base + sla, "ACK_MISSING", {"system": system}, event.event_id)
             for system, sla in rules.order_ack_ms.items()
         ]
         remember_event(state.event_ids, event.event_id)
@@ -202,10 +222,9 @@ def apply_order_event(
     elif isinstance(event, OrderInvoiced):
         shipment_id = event.data.shipment_id
         state.invoices[shipment_id] = event.data.invoice_id
-        _answer(state, book, rules, "invoice", shipment_id, at_ms=epoch_ms(event.occurred_at))
-        book.resolve(
-            "INVOICE_MISSING", {"shipment_id": shipment_id}, event_id=event.event_id, now=now
-        )
+        detail = {"shipment_id": shipment_id}
+        _answer(state, book, rules, "INVOICE_MISSING", detail, at_ms=epoch_ms(event.occurred_at))
+        book.resolve("INVOICE_MISSING", detail, event_id=event.event_id, now=now)
     else:
         rejection = check_lines(state.order_id, state.lines, event.data.lines)
         if rejection is not None:
@@ -218,16 +237,11 @@ def apply_order_event(
             if rules.invoice_ms is not None and shipment_id not in state.invoices:
                 # A correction restarts the shipment's deadline; one it had already
                 # passed when the correction happened was breached.
-                _answer(
-                    state, book, rules, "invoice", shipment_id, at_ms=epoch_ms(event.occurred_at)
-                )
+                detail = {"shipment_id": shipment_id}
+                at_ms = epoch_ms(event.occurred_at)
+                _answer(state, book, rules, "INVOICE_MISSING", detail, at_ms=at_ms)
                 state.deadlines.append(
-                    [
-                        epoch_ms(event.occurred_at) + rules.invoice_ms,
-                        "invoice",
-                        shipment_id,
-                        event.event_id,
-                    ]
+                    deadline(at_ms + rules.invoice_ms, "INVOICE_MISSING", detail, event.event_id)
                 )
             state.shipments[shipment_id] = _by_line(event.data.lines)
         elif isinstance(event, ReturnReceived):
@@ -242,26 +256,33 @@ def _finish(state: OrderState, event: OrderEvent, book: ExceptionBook) -> Applie
 
 
 def _answer(
-    state: OrderState, book: ExceptionBook, rules: Rules, kind: str, subject: str, *, at_ms: int
+    state: OrderState,
+    book: ExceptionBook,
+    rules: Rules,
+    rule: Rule,
+    detail: dict[str, Any],
+    *,
+    at_ms: int,
 ) -> None:
-    """Remove the ``kind`` deadlines of ``subject``, answered at ``at_ms`` (event time); one
+    """Remove the ``rule`` deadlines of ``detail``, answered at ``at_ms`` (event time); one
     it answered after its due time plus grace was breached: its exception opens (raised
     at due + grace) for the caller to resolve."""
-    kept = []
-    for deadline in state.deadlines:
-        if deadline[1] != kind or deadline[2] != subject:
-            kept.append(deadline)
-        elif at_ms > deadline[0] + rules.grace_ms:
-            _open_missing(state, book, deadline, rules)
-    state.deadlines = kept
+    state.deadlines = answer(
+        state.deadlines,
+        lambda pending, identity: pending == rule and identity == detail,
+        at_ms=at_ms,
+        grace_ms=rules.grace_ms,
+        book=book,
+        message=_message(state),
+    )
 
 
 def _on_ack(
     state: OrderState, book: ExceptionBook, event: OrderAcknowledged, rules: Rules, now: str
 ) -> None:
     ack = event.data
-    _answer(state, book, rules, "ack", ack.system, at_ms=epoch_ms(event.occurred_at))
     detail = {"system": ack.system}
+    _answer(state, book, rules, "ACK_MISSING", detail, at_ms=epoch_ms(event.occurred_at))
     book.resolve("ACK_MISSING", detail, event_id=event.event_id, now=now)
     if ack.status == "accepted":
         book.resolve("ACK_REJECTED", detail, event_id=event.event_id, now=now)
@@ -276,31 +297,16 @@ def _on_ack(
         )
 
 
-def _open_missing(
-    state: OrderState, book: ExceptionBook, deadline: list[Any], rules: Rules
-) -> None:
-    """``ACK_MISSING`` or ``INVOICE_MISSING`` for a breached deadline, raised at its due
-    time plus grace."""
-    due, kind, subject, cause = deadline
-    raised_at = iso_ms(due + rules.grace_ms)
-    if kind == "ack":
-        book.open(
-            "ACK_MISSING",
-            {"system": subject},
-            message=f"{subject} has not acknowledged order {state.order_id} (due {iso_ms(due)})",
-            event_ids=[cause],
-            now=raised_at,
-        )
-    else:
-        book.open(
-            "INVOICE_MISSING",
-            {"shipment_id": subject},
-            message=(
-                f"shipment {subject} of order {state.order_id} is not invoiced (due {iso_ms(due)})"
-            ),
-            event_ids=[cause],
-            now=raised_at,
-        )
+def _message(state: OrderState) -> Callable[[str, dict[str, Any], str], str]:
+    """The text of the exception a breached deadline of ``state`` opens, per rule."""
+
+    def message(rule: str, detail: dict[str, Any], due: str) -> str:
+        if rule == "ACK_MISSING":
+            return f"{detail['system']} has not acknowledged order {state.order_id} (due {due})"
+        shipment_id = detail["shipment_id"]
+        return f"shipment {shipment_id} of order {state.order_id} is not invoiced (due {due})"
+
+    return message
 
 
 def fire_order_deadlines(state: OrderState, until_ms: int, rules: Rules) -> list[Transition]:
@@ -308,14 +314,14 @@ def fire_order_deadlines(state: OrderState, until_ms: int, rules: Rules) -> list
     grace is before ``until_ms``: the time up to which the order's input is known to be
     read (so no on-time answer can still be unread). ``raised_at`` is due + grace."""
     book = ExceptionBook("order", state.order_id, state.exceptions)
-    pending = []
-    for deadline in state.deadlines:
-        if deadline[0] + rules.grace_ms < until_ms:
-            _open_missing(state, book, deadline, rules)
-        else:
-            pending.append(deadline)
-    state.deadlines = pending
+    state.deadlines = fire_due(
+        state.deadlines, until_ms, grace_ms=rules.grace_ms, book=book, message=_message(state)
+    )
     return book.transitions
+
+
+#: What ``pending_deadlines`` of the HTTP view calls each rule's deadlines.
+_VIEW_KINDS: Final = {"ACK_MISSING": "ack", "INVOICE_MISSING": "invoice"}
 
 
 def order_view(state: OrderState) -> dict[str, Any]:
@@ -351,7 +357,12 @@ def order_view(state: OrderState) -> dict[str, Any]:
         "acks": dict(sorted(state.acks.items())),
         "events": len(state.event_ids),
         "pending_deadlines": [
-            {"kind": d[1], "subject": d[2], "due": iso_ms(d[0])} for d in state.deadlines
+            {
+                "kind": _VIEW_KINDS.get(d[1], d[1].lower()),
+                "subject": next(iter(d[2].values()), None),
+                "due": iso_ms(d[0]),
+            }
+            for d in state.deadlines
         ],
         "open_exceptions": ExceptionBook("order", state.order_id, state.exceptions).open_ones(),
         "updated_at": state.updated_at,

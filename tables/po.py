@@ -11,8 +11,9 @@ stale and ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
 
 from supplyflow.codecs.events import (
     AsnIssued,
@@ -25,6 +26,7 @@ from supplyflow.codecs.events import (
     PoUpdated,
 )
 from supplyflow.codecs.quantity import format_qty, qty_to_json
+from supplyflow.codecs.state import StateFormat
 from supplyflow.tables.common import (
     IN_TRANSIT,
     INBOUND,
@@ -41,11 +43,13 @@ from supplyflow.tables.common import (
     remember_event,
     settle,
 )
+from supplyflow.tables.deadlines import Deadline, answer, deadline, fire_due, next_due
 from supplyflow.tables.exceptions import ExceptionBook, Rules, Transition
 
 NO_RULES = Rules()
 
 __all__ = [
+    "PO_FORMAT",
     "PoLine",
     "PoState",
     "Receipt",
@@ -88,8 +92,8 @@ class PoState:
     offsets: dict[str, int] = field(default_factory=dict)
     contributions: Contributions = field(default_factory=dict)
     updated_at: str = ""
-    #: pending ack deadlines: [due_ms, system, revision, event_id of the revision]
-    deadlines: list[list[Any]] = field(default_factory=list)
+    #: pending deadlines (see tables.deadlines): ACK_MISSING per system and revision
+    deadlines: list[Deadline] = field(default_factory=list)
     #: exception bookkeeping (see tables.exceptions.ExceptionBook)
     exceptions: dict[str, list[Any]] = field(default_factory=dict)
     #: occurred_at (epoch ms) of the current revision
@@ -102,7 +106,10 @@ class PoState:
         return sum(a.get(line_no, 0) for a in self.asns.values())
 
     def to_wire(self) -> list[Any]:
+        """The stored form (:data:`PO_FORMAT`): a new field goes at the end, here and in
+        the class (with a default), and bumps the format's version."""
         return [
+            PO_FORMAT.version,
             self.po_id,
             self.revision,
             self.supplier_id,
@@ -122,29 +129,32 @@ class PoState:
         ]
 
     @classmethod
-    def from_wire(cls, w: list[Any]) -> PoState:
-        return cls(
-            po_id=w[0],
-            revision=w[1],
-            supplier_id=w[2],
-            location=w[3],
-            cancelled=w[4],
-            lines={n: PoLine(sku, q) for n, sku, q in w[5]},
-            asns={a: dict(map(tuple, q)) for a, q in w[6]},
-            receipts={r: Receipt(loc, rev, dict(map(tuple, q))) for r, loc, rev, q in w[7]},
-            acks=w[8],
-            event_ids=w[9],
-            offsets=offsets_from_wire(w[10]),
-            contributions=w[11],
-            updated_at=w[12],
-            deadlines=w[13],
-            exceptions=w[14],
-            revision_at=w[15],
-        )
+    def from_wire(cls, stored: Any) -> PoState:
+        """A PO from its stored form, of any format version this release reads."""
+        w = PO_FORMAT.unpack(stored)  # the fields in order; later ones keep their defaults
+        w[5] = {n: PoLine(sku, q) for n, sku, q in w[5]}
+        w[6] = {a: dict(map(tuple, q)) for a, q in w[6]}
+        w[7] = {r: Receipt(loc, rev, dict(map(tuple, q))) for r, loc, rev, q in w[7]}
+        return cls(*w)
 
     def next_due(self) -> int | None:
         """The earliest pending deadline (epoch ms), if any."""
-        return min((d[0] for d in self.deadlines), default=None)
+        return next_due(self.deadlines)
+
+
+def _po_from_v0(w: list[Any]) -> list[Any]:
+    """Version 0 (no version stored) to 1: ``offsets`` was one int before it was kept
+    per input stream, and a deadline was ``[due_ms, system, revision, event_id]``."""
+    w[10] = offsets_from_wire(w[10])
+    w[13] = [
+        deadline(due, "ACK_MISSING", {"system": system, "revision": revision}, cause)
+        for due, system, revision, cause in w[13]
+    ]
+    return w
+
+
+#: How a PO is stored (see supplyflow.codecs.state).
+PO_FORMAT: Final = StateFormat("PO", 1, len(fields(PoState)), migrations={0: _po_from_v0})
 
 
 def po_contributions(state: PoState) -> Contributions:
@@ -272,20 +282,22 @@ def _register_revision(state: PoState, event: PoEvent, rules: Rules, book: Excep
     already passed when the revision happened was breached, and opens ``ACK_MISSING``."""
     due_base = state.revision_at = epoch_ms(event.occurred_at)
     revision = state.revision
-    kept = []
-    for deadline in state.deadlines:
-        if deadline[2] >= revision:
-            kept.append(deadline)
-        elif deadline[0] + rules.grace_ms < due_base:
-            _open_missing(state, book, deadline, rules)
-    state.deadlines = kept
+    state.deadlines = answer(
+        state.deadlines,
+        lambda rule, detail: rule == "ACK_MISSING" and detail["revision"] < revision,
+        at_ms=due_base,
+        grace_ms=rules.grace_ms,
+        book=book,
+        message=_message(state),
+    )
     if not rules.po_ack_ms:
         return
     for system, sla_ms in rules.po_ack_ms.items():
         acked = state.acks.get(system)
         if acked is not None and acked[0] >= revision:
             continue
-        state.deadlines.append([due_base + sla_ms, system, revision, event.event_id])
+        detail = {"system": system, "revision": revision}
+        state.deadlines.append(deadline(due_base + sla_ms, "ACK_MISSING", detail, event.event_id))
 
 
 def _on_ack(
@@ -296,14 +308,18 @@ def _on_ack(
     (``raised_at`` due + grace) and is resolved by this ack at once, whether or not the
     deadline had fired yet."""
     ack = event.data
-    answered_ms = epoch_ms(event.occurred_at)
-    kept = []
-    for deadline in state.deadlines:
-        if deadline[1] != ack.system or deadline[2] > ack.revision:
-            kept.append(deadline)
-        elif answered_ms > deadline[0] + rules.grace_ms:
-            _open_missing(state, book, deadline, rules)
-    state.deadlines = kept
+    state.deadlines = answer(
+        state.deadlines,
+        lambda rule, detail: (
+            rule == "ACK_MISSING"
+            and detail["system"] == ack.system
+            and detail["revision"] <= ack.revision
+        ),
+        at_ms=epoch_ms(event.occurred_at),
+        grace_ms=rules.grace_ms,
+        book=book,
+        message=_message(state),
+    )
     for entry in list(book.entries.values()):
         rule, detail = entry[2], entry[3]
         if detail.get("system") != ack.system or detail.get("revision", 0) > ack.revision:
@@ -361,16 +377,14 @@ def _check_receipt(
             )
 
 
-def _open_missing(state: PoState, book: ExceptionBook, deadline: list[Any], rules: Rules) -> None:
-    """``ACK_MISSING`` for a breached deadline, raised at its due time plus grace."""
-    due, system, revision, cause = deadline
-    book.open(
-        "ACK_MISSING",
-        {"system": system, "revision": revision},
-        message=f"{system} has not acknowledged {state.po_id} rev {revision} (due {iso_ms(due)})",
-        event_ids=[cause],
-        now=iso_ms(due + rules.grace_ms),
-    )
+def _message(state: PoState) -> Callable[[str, dict[str, Any], str], str]:
+    """The text of the exception a breached deadline of ``state`` opens, per rule."""
+
+    def message(rule: str, detail: dict[str, Any], due: str) -> str:
+        system, revision = detail["system"], detail["revision"]
+        return f"{system} has not acknowledged {state.po_id} rev {revision} (due {due})"
+
+    return message
 
 
 def fire_po_deadlines(state: PoState, until_ms: int, rules: Rules) -> list[Transition]:
@@ -378,13 +392,9 @@ def fire_po_deadlines(state: PoState, until_ms: int, rules: Rules) -> list[Trans
     ``until_ms``: the time up to which the PO's input is known to be read (so no on-time
     answer can still be unread). ``raised_at`` is the due time plus grace."""
     book = ExceptionBook("po", state.po_id, state.exceptions)
-    pending = []
-    for deadline in state.deadlines:
-        if deadline[0] + rules.grace_ms < until_ms:
-            _open_missing(state, book, deadline, rules)
-        else:
-            pending.append(deadline)
-    state.deadlines = pending
+    state.deadlines = fire_due(
+        state.deadlines, until_ms, grace_ms=rules.grace_ms, book=book, message=_message(state)
+    )
     return book.transitions
 
 
@@ -420,9 +430,7 @@ def po_view(state: PoState) -> dict[str, Any]:
         ],
         "acks": {s: {"revision": a[0], "status": a[1]} for s, a in sorted(state.acks.items())},
         "events": len(state.event_ids),
-        "pending_deadlines": [
-            {"system": d[1], "revision": d[2], "due": iso_ms(d[0])} for d in state.deadlines
-        ],
+        "pending_deadlines": [{**d[2], "due": iso_ms(d[0])} for d in state.deadlines],
         "open_exceptions": ExceptionBook("po", state.po_id, state.exceptions).open_ones(),
         "updated_at": state.updated_at,
     }

@@ -16,12 +16,13 @@ inventory adjustments. Both are applied at most once:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final
 
 from supplyflow.codecs.events import InventoryAdjusted, InventoryEvent
 from supplyflow.codecs.quantity import format_qty, qty_to_json
+from supplyflow.codecs.state import StateFormat
 from supplyflow.tables.common import (
     ALLOCATED,
     IN_TRANSIT,
@@ -36,6 +37,7 @@ from supplyflow.tables.exceptions import ExceptionBook, Transition, exception_id
 
 __all__ = [
     "INVENTORY_SOURCE",
+    "POSITION_FORMAT",
     "RECENT_EVENT_IDS",
     "DeltaItem",
     "PositionState",
@@ -71,7 +73,10 @@ class PositionState:
         return f"{self.sku}@{self.location}"
 
     def to_wire(self) -> list[Any]:
+        """The stored form (:data:`POSITION_FORMAT`): a new field goes at the end, here
+        and in the class (with a default), and bumps the format's version."""
         return [
+            POSITION_FORMAT.version,
             self.sku,
             self.location,
             self.totals,
@@ -83,13 +88,19 @@ class PositionState:
         ]
 
     @classmethod
-    def from_wire(cls, w: list[Any]) -> PositionState:
-        return cls(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7])
+    def from_wire(cls, stored: Any) -> PositionState:
+        """A position from its stored form, of any format version this release reads."""
+        return cls(*POSITION_FORMAT.unpack(stored))
 
     @classmethod
     def new(cls, key: str) -> PositionState:
         sku, _, location = key.rpartition("@")
         return cls(sku, location)
+
+
+#: How a position is stored (see supplyflow.codecs.state). Version 1 added the version in
+#: front; the fields are those of version 0.
+POSITION_FORMAT: Final = StateFormat("position", 1, len(fields(PositionState)))
 
 
 def apply_deltas(state: PositionState, source: str, items: list[DeltaItem]) -> list[int]:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+from supplyflow.codecs.state import StateFormatError
 from supplyflow.errors import SupplyflowError
 
-__all__ = ["FaustVersionError", "RuntimeSetupError"]
+__all__ = ["FATAL_ERRORS", "FaustVersionError", "RuntimeSetupError"]
+
+#: Errors a batch or tick is not retried after: reading the same records or state again
+#: would meet them again (state in a format this release cannot read). The worker stops
+#: with the error's message instead (``register_ticks_agent``'s ``on_fatal``).
+FATAL_ERRORS: Final = (StateFormatError,)
 
 
 class RuntimeSetupError(SupplyflowError):

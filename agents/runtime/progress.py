@@ -33,13 +33,30 @@ from typing import Any, Final, Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from supplyflow.agents.runtime.records import Record, record_of
+from supplyflow.codecs.state import StateFormat
 
-__all__ = ["MarkerTable", "ProgressMarkers", "is_marker", "marker_key", "merge_completed"]
+__all__ = [
+    "MARKER_FORMAT",
+    "MarkerTable",
+    "ProgressMarkers",
+    "is_marker",
+    "marker_key",
+    "merge_completed",
+]
 
 log = logging.getLogger(__name__)
 
 #: Table keys of markers start with NUL, which no entity id can (ids are printable).
 _MARKER_PREFIX: Final = "\x00offset:"
+
+
+def _bare_offset(stored: Any) -> list[Any] | None:
+    """A marker stored before versions: the offset alone."""
+    return [stored] if type(stored) is int else None
+
+
+#: How a marker is stored: ``[version, offset]`` (see supplyflow.codecs.state).
+MARKER_FORMAT: Final = StateFormat("progress marker", 1, 1, legacy=_bare_offset)
 _FETCH_TIMEOUT_MS: Final = 1000
 _MAX_IDLE_FETCHES: Final = 10
 _FETCH_BYTES: Final = 8 * 1024 * 1024
@@ -76,11 +93,11 @@ class ProgressMarkers:
 
     def last(self, topic: str, partition: int) -> int | None:
         """The offset of the last record of ``topic[partition]`` processed (None: none)."""
-        value = self.table.get(partition, marker_key(topic))
-        return None if value is None else int(value)
+        stored = self.table.get(partition, marker_key(topic))
+        return None if stored is None else int(MARKER_FORMAT.unpack(stored)[0])
 
     def record(self, topic: str, partition: int, offset: int) -> None:
-        self.table.put(partition, marker_key(topic), offset)
+        self.table.put(partition, marker_key(topic), [MARKER_FORMAT.version, offset])
 
     async def complete(self, topic: str, partition: int, events: Sequence[Record]) -> list[Record]:
         """``events`` of one partition, in offset order, each once, with gaps filled.

@@ -42,6 +42,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from supplyflow.agents.runtime.config import RuntimeConfig
+from supplyflow.agents.runtime.exceptions import FATAL_ERRORS
 from supplyflow.agents.runtime.records import Record, record_of
 
 __all__ = ["InputReader", "ReaderAgent", "owned_partitions", "read_batches", "register_ticks_agent"]
@@ -247,7 +248,9 @@ async def read_batches(
     A batch is handled under ``lock`` (held by the agent's tick handler and by the
     revocation handler too), and only if no rebalance started since it was read. If
     handling fails, the error is logged, ``on_error`` drops what the batch queued, and
-    every partition is read again from its marker once the next tick activates it.
+    every partition is read again from its marker once the next tick activates it; an
+    error of :data:`.FATAL_ERRORS` ends the task instead (the ticks agent stops the
+    worker with it).
     """
     while not stopping.is_set():
         version, events = await reader.next_batch()
@@ -266,6 +269,9 @@ async def read_batches(
             try:
                 if not held_back:
                     await handle(events)
+            except FATAL_ERRORS:
+                on_error()
+                raise
             except Exception:
                 log.exception(
                     "a batch of %d records of %s failed; its partitions are read again from "
@@ -376,8 +382,22 @@ class ReaderAgent:
             await self.reader.stop()
 
 
-async def drive(stream: Any, agents: Sequence[ReaderAgent], *, batch_window_s: float) -> None:
-    """The ticks agent: start every reader, hand each batch of ticks to each, stop them."""
+#: Stops the worker with an error of :data:`.FATAL_ERRORS` (the app decides how).
+FatalHandler = Callable[[BaseException], None]
+
+
+async def drive(
+    stream: Any,
+    agents: Sequence[ReaderAgent],
+    *,
+    batch_window_s: float,
+    on_fatal: FatalHandler,
+) -> None:
+    """The ticks agent: start every reader, hand each batch of ticks to each, stop them.
+
+    An error of :data:`.FATAL_ERRORS` in a batch or a tick goes to ``on_fatal``, and
+    every reader stops: nothing is retried that would meet it again.
+    """
     for agent in agents:
         await agent.start()
     try:
@@ -385,13 +405,20 @@ async def drive(stream: Any, agents: Sequence[ReaderAgent], *, batch_window_s: f
             ticked = {event.message.partition for event in events}
             for agent in agents:
                 await agent.ticked(ticked)
+    except FATAL_ERRORS as exc:
+        on_fatal(exc)
     finally:
         for agent in agents:
             await agent.stop()
 
 
 def register_ticks_agent(
-    app: Any, ticks_topic: str, agents: Sequence[ReaderAgent], *, batch_window_s: float
+    app: Any,
+    ticks_topic: str,
+    agents: Sequence[ReaderAgent],
+    *,
+    batch_window_s: float,
+    on_fatal: FatalHandler,
 ) -> None:
     """One Faust agent on the ticks topic drives every reader of the worker.
 
@@ -403,6 +430,6 @@ def register_ticks_agent(
     source = app.topic(ticks_topic, key_serializer="raw", value_serializer="raw")
 
     async def consume(stream: Any) -> None:
-        await drive(stream, agents, batch_window_s=batch_window_s)
+        await drive(stream, agents, batch_window_s=batch_window_s, on_fatal=on_fatal)
 
     app.agent(source, name="supplyflow.ticks", concurrency=1)(consume)

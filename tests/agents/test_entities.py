@@ -22,7 +22,7 @@ from supplyflow.agents.entities import EntityActor
 from supplyflow.agents.ingest import InputAgent
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.checkpoint import Checkpoint
-from supplyflow.agents.runtime.progress import ProgressMarkers, marker_key
+from supplyflow.agents.runtime.progress import MARKER_FORMAT, ProgressMarkers, marker_key
 from supplyflow.agents.runtime.records import Record
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ, PO_EVENTS
@@ -200,6 +200,11 @@ def _worker(table: CrashTable, outbox: FakeOutbox) -> Callable[[Stream], Any]:
     return consume
 
 
+def _offset(marker: Any) -> int:
+    """The offset a stored progress marker holds."""
+    return int(MARKER_FORMAT.unpack(marker)[0])
+
+
 def _event_ids(wire: Any) -> list[str]:
     return list(PoState.from_wire(wire).event_ids)
 
@@ -240,8 +245,8 @@ def test_a_batch_the_changelog_never_got_reaches_it_after_the_restart(killed: st
     restored = table.restored()
     assert _event_ids(restored["PO-1"]) == ["e-0", "e-2"]
     assert _event_ids(restored["PO-2"]) == ["e-1", "e-4"]
-    assert restored[marker_key(INPUT)] == 4
-    assert table.value(marker_key(INPUT)) == 4
+    assert _offset(restored[marker_key(INPUT)]) == 4
+    assert _offset(table.value(marker_key(INPUT))) == 4
     # Killed after the marker, the replay's dead letter is not sent a second time. Killed
     # between the dead letter's acknowledgement and the marker, it is (at least once).
     assert _dead_lettered_offsets(app) == ([3, 3] if killed == "before the marker" else [3])
@@ -255,7 +260,7 @@ def test_a_replay_after_a_restart_rewrites_its_state_and_sends_nothing_again() -
     table.changelog.clear()
     asyncio.run(_worker(table, app)(Stream(records)))  # restarted: all replays
     assert [key for key, _ in table.changelog] == ["PO-1", marker_key(INPUT)]
-    assert table.value(marker_key(INPUT)) == 2  # not moved back
+    assert _offset(table.value(marker_key(INPUT))) == 2  # not moved back
     assert _event_ids(table.value("PO-1")) == ["e-0", "e-1"]
     assert len(app.topic(DELTAS)) == sent
     assert _dead_lettered_offsets(app) == [2]

@@ -74,7 +74,7 @@ def test_a_recent_repeated_event_id_has_no_second_effect() -> None:
 
 def test_states_stored_with_one_offset_read_as_the_direct_stream() -> None:
     state, _ = _run(_order_log(1), None)
-    wire = state.to_wire()
+    wire = state.to_wire()[1:]  # no version in front: as stored before state formats
     wire[10] = 7  # as stored before streams existed
     assert OrderState.from_wire(wire).offsets == {"": 7}
     wire[10] = -1

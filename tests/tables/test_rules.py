@@ -135,7 +135,8 @@ def test_newer_revision_replaces_pending_deadlines() -> None:
     created(h)
     h.apply("po.updated", {"revision": 2, "lines": LINES}, T0 + timedelta(seconds=20))
     assert h.state is not None
-    assert sorted((d[1], d[2]) for d in h.state.deadlines) == [("erp", 2), ("wms", 2)]
+    pending = sorted((d[2]["system"], d[2]["revision"]) for d in h.state.deadlines)
+    assert pending == [("erp", 2), ("wms", 2)]
     h.tick(T0 + timedelta(seconds=40))  # rev 1's erp deadline (30 s) is gone
     assert h.summary() == []
     h.tick(T0 + timedelta(seconds=53))
@@ -259,7 +260,8 @@ def test_a_revision_after_the_old_deadline_passed_records_the_old_breach() -> No
     h.apply("po.updated", update, T0 + timedelta(minutes=2))  # wms rev 1 was due at 62 s
     assert h.summary() == [("ACK_MISSING", "open", {"system": "wms", "revision": 1})]
     assert h.state is not None
-    assert sorted((d[1], d[2]) for d in h.state.deadlines) == [("erp", 2), ("wms", 2)]
+    pending = sorted((d[2]["system"], d[2]["revision"]) for d in h.state.deadlines)
+    assert pending == [("erp", 2), ("wms", 2)]
     # an ack of rev 2 answers rev 1 too
     h.apply(
         "po.acknowledged",
@@ -274,7 +276,8 @@ def test_a_revision_before_the_old_deadline_replaces_it() -> None:
     created(h)
     h.apply("po.updated", {"revision": 2, "lines": LINES}, T0 + timedelta(seconds=20))
     assert h.state is not None
-    assert sorted((d[1], d[2]) for d in h.state.deadlines) == [("erp", 2), ("wms", 2)]
+    pending = sorted((d[2]["system"], d[2]["revision"]) for d in h.state.deadlines)
+    assert pending == [("erp", 2), ("wms", 2)]
     h.tick(T0 + timedelta(seconds=51))  # rev 1's erp deadline (32 s) was replaced
     assert h.summary() == []
 

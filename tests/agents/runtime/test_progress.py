@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
+from supplyflow.agents.runtime.progress import (
+    MARKER_FORMAT,
+    ProgressMarkers,
+    marker_key,
+    merge_completed,
+)
 from supplyflow.agents.runtime.records import Record
 
 INV = "p.inventory.events"
@@ -122,3 +127,14 @@ def test_each_partition_has_its_own_marker() -> None:
     assert (markers.last(INV, 3), markers.last(INV, 4), markers.last(INV, 5)) == (40, 7, None)
     assert markers.last(DELTAS, 3) == 9
     assert markers.last(DELTAS, 4) is None
+
+
+def test_a_marker_stored_before_versions_is_read_and_written_back_versioned() -> None:
+    markers = FakeMarkers()
+    table = markers.table
+    assert isinstance(table, DictTable)
+    table.put(3, marker_key(INV), 41)  # the bare offset earlier releases stored
+    assert markers.last(INV, 3) == 41
+    markers.record_all(INV, 3, [_event(INV, 42)])
+    assert table.get(3, marker_key(INV)) == [MARKER_FORMAT.version, 42]
+    assert markers.last(INV, 3) == 42

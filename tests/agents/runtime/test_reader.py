@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 
 from supplyflow.agents.runtime.config import BatchTunables
-from supplyflow.agents.runtime.reader import InputReader, read_batches
+from supplyflow.agents.runtime.reader import InputReader, drive, read_batches
 from supplyflow.agents.runtime.records import Record
 from supplyflow.app.settings import Settings
 from supplyflow.app.worker import runtime_config
+from supplyflow.codecs.state import StateFormatError
 
 CONFIG = runtime_config(Settings(bootstrap="127.0.0.1:1", topic_prefix="t.", app_id="t"))
 TOPIC = "t.po.events"
@@ -251,3 +254,76 @@ def test_the_last_offsets_are_committed_once_the_input_goes_quiet() -> None:
 
     # first batch (0, 1) committed at once; the second (2) only when the input went quiet
     assert asyncio.run(run()) == [-1, 2, 3]
+
+
+def test_state_this_release_cannot_read_ends_the_reading_instead_of_a_retry() -> None:
+    async def run() -> tuple[list[list[tuple[int, int]]], bool]:
+        consumer = FakeConsumer({TopicPartition(TOPIC, 0): 3})
+        reader = _reader(consumer)
+        await reader.start()
+        reader.activate(0, {TOPIC: None})
+        handled: list[list[tuple[int, int]]] = []
+        dropped: list[bool] = []
+
+        async def handle(events: list[Record]) -> None:
+            handled.append(_offsets(events))
+            raise StateFormatError("stored PO state has format version 2")
+
+        task = read_batches(
+            FakeApp(),
+            reader,
+            asyncio.Lock(),
+            handle,
+            on_error=lambda: dropped.append(True),
+            stopping=asyncio.Event(),
+        )
+        with pytest.raises(StateFormatError):
+            await asyncio.wait_for(task, 5)
+        return handled, dropped == [True]
+
+    handled, dropped = asyncio.run(run())
+    assert handled == [[(0, 0), (0, 1), (0, 2)]]  # once: not read again
+    assert dropped
+
+
+class TickStream:
+    """The ticks agent's stream: one batch of ticks per given partition set."""
+
+    def __init__(self, *ticks: list[int]) -> None:
+        self.ticks = ticks
+
+    async def take_until_idle(self, size: int, within: float, idle: float) -> Any:
+        for partitions in self.ticks:
+            yield [SimpleNamespace(message=SimpleNamespace(partition=p)) for p in partitions]
+
+
+def test_the_ticks_agent_stops_every_reader_and_the_worker_on_a_fatal_error() -> None:
+    class Agent:
+        def __init__(self, fails: bool) -> None:
+            self.fails = fails
+            self.calls: list[str] = []
+
+        async def start(self) -> None:
+            self.calls.append("start")
+
+        async def ticked(self, partitions: set[int]) -> None:
+            self.calls.append(f"tick {sorted(partitions)}")
+            if self.fails:
+                raise StateFormatError("stored order state has format version 9")
+
+        async def stop(self) -> None:
+            self.calls.append("stop")
+
+    fine, failing = Agent(fails=False), Agent(fails=True)
+    fatal: list[BaseException] = []
+    asyncio.run(
+        drive(
+            TickStream([0, 1], [1]),
+            [fine, failing],  # type: ignore[list-item]  # ReaderAgent's interface
+            batch_window_s=0.01,
+            on_fatal=fatal.append,
+        )
+    )
+    assert [str(e) for e in fatal] == ["stored order state has format version 9"]
+    assert fine.calls == ["start", "tick [0, 1]", "stop"]
+    assert failing.calls == ["start", "tick [0, 1]", "stop"]
