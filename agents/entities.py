@@ -46,12 +46,22 @@ def wall_clock_ms() -> int:
 
 @dataclass(frozen=True)
 class EntityKind:
-    """How to handle one kind of entity (``po`` or ``order``)."""
+    """How to handle one kind of entity (``po`` or ``order``): the pure functions of its
+    table module, in the shape of a stateful operator with timers (Bytewax's
+    ``StatefulLogic``: ``on_item``, ``notify_at``, ``on_notify``, ``snapshot``).
+
+    The state itself answers ``notify_at`` (``next_due()``: its earliest pending deadline,
+    which the :class:`DeadlineIndex` keeps per partition) and ``snapshot``
+    (``to_wire()``, versioned: see ``supplyflow.codecs.state``).
+    """
 
     name: str
+    #: on_item: (state or None, event, rules=...) -> (new state, outcome)
     apply: Callable[..., tuple[Any, Any]]
+    #: on_notify: (state, time up to which input is read, rules) -> transitions
     fire: Callable[[Any, int, Rules], list[Transition]]
-    from_wire: Callable[[list[Any]], Any]
+    #: restore a snapshot of any format version this release reads
+    from_wire: Callable[[Any], Any]
 
 
 class EntityActor:

@@ -23,9 +23,10 @@ from typing import Any, Final
 from supplyflow.agents.metrics import DEAD_LETTERED, Metrics, observe_all
 from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.config import RuntimeConfig
+from supplyflow.agents.runtime.driver import ReaderAgent, TickHandler
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers
-from supplyflow.agents.runtime.reader import InputReader, ReaderAgent, TickHandler
+from supplyflow.agents.runtime.reader import InputReader
 from supplyflow.agents.runtime.records import Record, by_partition
 from supplyflow.agents.runtime.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.agents.topics import DLQ

@@ -33,8 +33,9 @@ from supplyflow.agents.ingest import (
 from supplyflow.agents.metrics import Metrics, observe_all
 from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.config import RuntimeConfig
+from supplyflow.agents.runtime.driver import ReaderAgent
 from supplyflow.agents.runtime.progress import merge_completed
-from supplyflow.agents.runtime.reader import InputReader, ReaderAgent
+from supplyflow.agents.runtime.reader import InputReader
 from supplyflow.agents.runtime.records import Record, by_partition
 from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.agents.topics import INVENTORY_EVENTS, POSITIONS

@@ -11,12 +11,9 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
-import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
 import faust
@@ -30,26 +27,22 @@ from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.positions import register_position_agent
 from supplyflow.agents.runtime import faust as faust_runtime
 from supplyflow.agents.runtime.checkpoint import Checkpoint
-from supplyflow.agents.runtime.config import BatchTunables, RuntimeConfig
+from supplyflow.agents.runtime.driver import register_ticks_agent
 from supplyflow.agents.runtime.faust import (
     BatchingStream,
     SupplyflowApp,
     new_worker,
     table_key_estimate,
 )
-from supplyflow.agents.runtime.reader import InputReader, owned_partitions, register_ticks_agent
+from supplyflow.agents.runtime.reader import InputReader, owned_partitions
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import kafka_records
 from supplyflow.app.exceptions import AppError
-from supplyflow.app.kafka_clients import (
-    client_options,
-    faust_client_settings,
-    ssl_context,
-    token_source,
-)
+from supplyflow.app.kafka_clients import faust_client_settings, ssl_context, token_source
 from supplyflow.app.logs import logging_config
 from supplyflow.app.memory import register_memory_trim
 from supplyflow.app.metrics import StateProbes, WorkerCollector
+from supplyflow.app.runtime_config import StopOnFatal, runtime_config
 from supplyflow.app.setting_types import check_advertised_url
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
@@ -57,12 +50,9 @@ from supplyflow.app.topics import (
     ORDER_EVENTS,
     PO_EVENTS,
     STATE_TABLES,
-    deltas_topic_name,
     ensure_topics,
-    input_group,
     max_dlq_message_bytes,
     max_input_message_bytes,
-    ticks_topic_name,
 )
 from supplyflow.app.web import register_views
 from supplyflow.codecs import MSGPACK_CODEC, register_codecs
@@ -75,7 +65,7 @@ ORDER_KIND: Final = EntityKind(
     "order", apply_order_event, fire_order_deadlines, OrderState.from_wire
 )
 
-__all__ = ["Worker", "broker_credentials", "build_app", "run_worker", "runtime_config"]
+__all__ = ["Worker", "broker_credentials", "build_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -100,22 +90,6 @@ ROCKSDB_CACHE_BYTES: Final = 64 * _MIB
 #: One memtable budget for all of them: past it RocksDB flushes the largest memtable
 #: (each database could hold 2 x 4 MiB: 192 MiB with 8 partitions).
 ROCKSDB_MEMTABLE_BYTES: Final = 64 * _MIB
-
-
-class StopOnFatal:
-    """Stops the worker process on an error the runtime must not retry (a state format
-    this release cannot read): logs it and stops the worker as SIGTERM does, which then
-    exits with status 1 and the error (Faust re-raises a worker's ``crash_reason``)."""
-
-    def __init__(self) -> None:
-        #: the running Faust worker (None until :func:`run_worker` starts one)
-        self.runner: Any = None
-
-    def __call__(self, error: BaseException) -> None:
-        log.critical("stopping the worker: %s", error)
-        if self.runner is not None:
-            self.runner.crash_reason = error
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -167,26 +141,6 @@ def broker_credentials(settings: Settings) -> Any:
         password=password.get_secret_value() if password else None,
         ssl_context=ssl_context(settings) if protocol == "SASL_SSL" else None,
         mechanism=settings.kafka_sasl_mechanism,
-    )
-
-
-def runtime_config(settings: Settings) -> RuntimeConfig:
-    """What the runtime and the agents need of the settings, built once."""
-    return RuntimeConfig(
-        app_id=settings.app_id,
-        topic_prefix=settings.topic_prefix,
-        partitions=settings.partitions,
-        max_record_bytes=settings.max_record_bytes,
-        max_input_message_bytes=max_input_message_bytes(settings),
-        deltas_topic=deltas_topic_name(settings),
-        ticks_topic=ticks_topic_name(settings),
-        input_group=input_group(settings),
-        kafka=MappingProxyType(client_options(settings)),
-        batch=BatchTunables(
-            settings.batch_max,
-            settings.batch_window.total_seconds(),
-            settings.batch_idle.total_seconds(),
-        ),
     )
 
 

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 from supplyflow.agents import ingest
 from supplyflow.agents.ingest import DeadLetters, Rejected, SentLetters
 from supplyflow.agents.metrics import Metrics
+from supplyflow.app.runtime_config import runtime_config
 from supplyflow.app.settings import Settings
-from supplyflow.app.worker import runtime_config
 from supplyflow.codecs import DecodeError, build_dead_letter
 
 CONFIG = runtime_config(

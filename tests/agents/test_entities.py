@@ -24,9 +24,10 @@ from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.progress import MARKER_FORMAT, ProgressMarkers, marker_key
 from supplyflow.agents.runtime.records import Record
+from supplyflow.app.runtime_config import runtime_config
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ, PO_EVENTS
-from supplyflow.app.worker import PO_KIND, runtime_config
+from supplyflow.app.worker import PO_KIND
 from supplyflow.codecs.serializers import MsgpackCodec
 from supplyflow.tables.exceptions import Rules, Transition
 from supplyflow.tables.po import PoState

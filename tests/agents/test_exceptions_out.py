@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.keys import partition_for
+from supplyflow.app.runtime_config import runtime_config
 from supplyflow.app.settings import Settings
-from supplyflow.app.worker import runtime_config
 from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import OVERALLOCATION
 

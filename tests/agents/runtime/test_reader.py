@@ -13,10 +13,11 @@ import pytest
 from aiokafka import TopicPartition
 
 from supplyflow.agents.runtime.config import BatchTunables
-from supplyflow.agents.runtime.reader import InputReader, drive, read_batches
+from supplyflow.agents.runtime.driver import drive
+from supplyflow.agents.runtime.reader import InputReader, read_batches
 from supplyflow.agents.runtime.records import Record
+from supplyflow.app.runtime_config import runtime_config
 from supplyflow.app.settings import Settings
-from supplyflow.app.worker import runtime_config
 from supplyflow.codecs.state import StateFormatError
 
 CONFIG = runtime_config(Settings(bootstrap="127.0.0.1:1", topic_prefix="t.", app_id="t"))
