@@ -12,7 +12,7 @@ reads is complete.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -27,7 +27,7 @@ from supplyflow.agents.topics import EXCEPTIONS
 from supplyflow.tables.exceptions import ExceptionBook, Transition
 from supplyflow.tables.order import OrderState
 from supplyflow.tables.po import PoState
-from supplyflow.tables.position import OVERALLOCATION, PositionState
+from supplyflow.tables.position import OVERALLOCATION, PositionState, WrittenLookup
 
 __all__ = ["ExceptionEmitter", "OpenExceptions", "book_from_wire"]
 
@@ -43,7 +43,7 @@ class ExceptionEmitter:
         self.metrics = metrics
         self.topic_name = config.topic(EXCEPTIONS)
         #: partition -> (exception_id, status) written -> for an ``OVERALLOCATION`` open,
-        #: its record (what :meth:`unresolved` looks up; other records are not kept: at a
+        #: its record (what :meth:`written` looks up; other records are not kept: at a
         #: million positions hundreds of thousands are open)
         self._written: dict[int, dict[tuple[str, str], dict[str, Any] | None]] = {}
 
@@ -64,17 +64,15 @@ class ExceptionEmitter:
         log.info("read back %d exception transitions of partition %d", len(written), partition)
         return written
 
-    async def unresolved(self, partition: int) -> Callable[[str], dict[str, Any] | None]:
-        """Looks up, in what ``exceptions`` holds for ``partition``, an ``OVERALLOCATION``
-        opened and not resolved: its ``open`` record, or None."""
+    async def written(self, partition: int) -> WrittenLookup:
+        """Looks up, in what ``exceptions`` holds for ``partition``, an exception id's
+        ``open`` record (kept for ``OVERALLOCATION`` only) and whether it was resolved."""
         written = self._written.get(partition)
         if written is None:
             written = self._written[partition] = await self._load(partition)
 
-        def lookup(exception_id: str) -> dict[str, Any] | None:
-            if (exception_id, "resolved") in written:
-                return None
-            return written.get((exception_id, "open"))
+        def lookup(exception_id: str) -> tuple[dict[str, Any] | None, bool]:
+            return written.get((exception_id, "open")), (exception_id, "resolved") in written
 
         return lookup
 

@@ -16,7 +16,7 @@ from no source with no deltas, which applies nothing.)
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -45,7 +45,8 @@ from supplyflow.tables.common import epoch_ms
 from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import (
     PositionState,
-    adopt_unresolved_overallocation,
+    WrittenLookup,
+    adopt_overallocation,
     apply_deltas,
     apply_inventory_event,
     check_overallocation,
@@ -142,7 +143,7 @@ class PositionActor:
                 if not replayed(partition, item.offset, floors):
                     tally[(item.event.type, outcome)] += 1
         self.metrics.count_events(INVENTORY_EVENTS, tally)
-        work.check_overallocation(await self.emitter.unresolved(partition))
+        work.check_overallocation(await self.emitter.written(partition))
         await self.dead_letters.add(self.outbox, rejected, floors)
         await self.emitter.send(partition, work.transitions, self.outbox)
         for key in work.changed:
@@ -203,9 +204,9 @@ class _PartitionBatch:
                 self.changed.add(key)
                 self.occurred.extend(applied)
 
-    def check_overallocation(self, unresolved: Callable[[str], dict[str, Any] | None]) -> None:
+    def check_overallocation(self, written: WrittenLookup) -> None:
         for key in self.changed:
-            if adopt_unresolved_overallocation(self.cache[key], unresolved):
+            if adopt_overallocation(self.cache[key], written):
                 self.dirty.add(key)
             found = check_overallocation(self.cache[key], self.now)
             if found:

@@ -41,6 +41,8 @@ __all__ = [
     "RECENT_EVENT_IDS",
     "DeltaItem",
     "PositionState",
+    "WrittenLookup",
+    "adopt_overallocation",
     "apply_deltas",
     "apply_inventory_event",
     "check_overallocation",
@@ -166,35 +168,56 @@ def apply_inventory_event(
 OVERALLOCATION: Final = "OVERALLOCATION"
 
 
-def adopt_unresolved_overallocation(
-    state: PositionState, unresolved: Callable[[str], dict[str, Any] | None]
-) -> bool:
-    """Take into ``state`` an ``OVERALLOCATION`` that ``exceptions`` holds open but the
-    state never recorded (``unresolved``: its ``open`` record by exception id, or None).
+#: What ``exceptions`` holds of one exception id: its ``open`` record (None if the topic
+#: has none) and whether its ``resolved`` record is there.
+WrittenLookup = Callable[[str], tuple[dict[str, Any] | None, bool]]
 
-    ``OVERALLOCATION`` depends on how deltas are batched: a worker killed after emitting
-    an ``open`` but before writing the position's state leaves the successor, which may
-    batch the same deltas without the dip, nothing to resolve (found by the SIGKILL fault
-    test, seed 748909). Adopted, the next check resolves it once ``available`` >= 0.
+
+def adopt_overallocation(state: PositionState, written: WrittenLookup) -> bool:
+    """Bring the state's ``OVERALLOCATION`` up to what ``exceptions`` holds for it.
+
+    Transitions are written before the state that produced them, so a worker killed in
+    between leaves ``exceptions`` ahead of the state its successor restores, and
+    ``OVERALLOCATION`` depends on how deltas are batched: the successor may never take
+    the same path. Without this, two kinds of transitions were lost:
+
+    - an ``open`` the state never recorded: the successor batched the deltas without the
+      dip and had nothing to resolve (SIGKILL fault test, seed 748909);
+    - a ``resolved`` the state never recorded: the successor, still holding occurrence
+      *k* open, saw ``available`` < 0 at the end of its batch and opened nothing, while
+      ``exceptions`` says *k* is resolved; no open one was left (seed 78334).
+
+    Walks the occurrences forward from the state's (open ones resolved on the topic are
+    closed, occurrences opened on the topic are taken in) so that the next check opens
+    a new occurrence or resolves the one the topic holds open. Returns whether the state
+    changed.
     """
     identity = identity_of(OVERALLOCATION, {})
     entry = state.exceptions.get(identity)
-    if entry is not None and entry[1]:
-        return False
-    occurrence = (entry[0] if entry else 0) + 1
-    record = unresolved(exception_id("position", state.key, identity, occurrence))
-    if record is None:
-        return False
-    state.exceptions[identity] = [
-        occurrence,
-        True,
-        OVERALLOCATION,
-        {},
-        record.get("raised_at"),
-        record.get("message"),
-        list(record.get("event_ids") or []),
-    ]
-    return True
+    changed = False
+    while True:
+        occurrence = entry[0] if entry else 0
+        if entry is not None and entry[1]:
+            if not written(exception_id("position", state.key, identity, occurrence))[1]:
+                return changed
+            entry[1] = False
+        else:
+            next_id = exception_id("position", state.key, identity, occurrence + 1)
+            opened, resolved = written(next_id)
+            if opened is None and not resolved:
+                return changed
+            record = opened or {}
+            entry = [
+                occurrence + 1,
+                not resolved,
+                OVERALLOCATION,
+                {},
+                record.get("raised_at"),
+                record.get("message"),
+                list(record.get("event_ids") or []),
+            ]
+            state.exceptions[identity] = entry
+        changed = True
 
 
 def check_overallocation(state: PositionState, now: str) -> list[Transition]:

@@ -104,14 +104,17 @@ def test_the_emitter_keeps_only_overallocation_records_for_its_lookup() -> None:
     asyncio.run(emitter.send(0, opened, outbox))  # type: ignore[arg-type]  # the fake
     asyncio.run(emitter.send(0, opened, outbox))  # type: ignore[arg-type]  # not again
     assert len(outbox.records) == 2
-    lookup = asyncio.run(emitter.unresolved(0))
-    assert lookup("x-2") == _transition(2, OVERALLOCATION).record()
-    assert lookup("x-1") is None
+    lookup = asyncio.run(emitter.written(0))
+    assert lookup("x-2") == (_transition(2, OVERALLOCATION).record(), False)
+    assert lookup("x-1") == (None, False)  # written, but its record is not kept
+    asyncio.run(emitter.send(0, [_transition(2, OVERALLOCATION, "resolved")], outbox))  # type: ignore[arg-type]  # the fake
+    assert lookup("x-2") == (_transition(2, OVERALLOCATION).record(), True)
     assert emitter._written[0] == {
         ("x-1", "open"): None,
         ("x-2", "open"): _transition(2, OVERALLOCATION).record(),
+        ("x-2", "resolved"): None,
     }
-    assert index.counts() == {"INVENTORY_MISMATCH": 1, OVERALLOCATION: 1}
+    assert index.counts() == {"INVENTORY_MISMATCH": 1}
 
 
 def test_the_index_keeps_records_in_bytes_of_their_own_size() -> None:

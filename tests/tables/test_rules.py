@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,7 @@ from supplyflow.tables.order import OrderState, apply_order_event, fire_order_de
 from supplyflow.tables.po import PoState, apply_po_event, fire_po_deadlines
 from supplyflow.tables.position import (
     PositionState,
-    adopt_unresolved_overallocation,
+    adopt_overallocation,
     apply_deltas,
     apply_inventory_event,
     check_overallocation,
@@ -336,34 +337,100 @@ def test_overallocation_and_inventory_mismatch() -> None:
     assert [(t.rule, t.status) for t in found] == [("INVENTORY_MISMATCH", "resolved")]
 
 
+class ExceptionsTopic:
+    """What a worker reads back from its ``exceptions`` partition (a ``WrittenLookup``)."""
+
+    def __init__(self, *transitions: Transition) -> None:
+        self.written = {(t.exception_id, t.status): t.record() for t in transitions}
+
+    def __call__(self, exception_id: str) -> tuple[dict[str, Any] | None, bool]:
+        return self.written.get((exception_id, "open")), (exception_id, "resolved") in self.written
+
+
+def add(pos: PositionState, *deltas: tuple[str, list[int]]) -> PositionState:
+    for source, item in deltas:
+        apply_deltas(pos, source, [item])
+    return pos
+
+
+def position(*deltas: tuple[str, list[int]]) -> PositionState:
+    return add(PositionState.new("A@DC1"), *deltas)
+
+
+ALLOCATE_3 = ("order:0", [5, 0, 0, 3000, 0, 0, 3000])
+RECEIVE_5 = ("po:1", [9, 0, 5000, 0, 0, 0, 0])
+ALLOCATE_9 = ("order:0", [6, 0, 0, 9000, 0, 0, 0])
+
+
 def test_an_overallocation_opened_by_a_killed_worker_is_adopted_and_resolved() -> None:
     # The killed worker's batch dipped and emitted the open; its state write was lost.
-    killed = PositionState.new("A@DC1")
-    apply_deltas(killed, "order:0", [[5, 0, 0, 3000, 0, 0, 3000]])
+    killed = position(ALLOCATE_3)
     (opened,) = check_overallocation(killed, "t1")
-    in_topic = {opened.exception_id: opened.record()}
+    topic = ExceptionsTopic(opened)
     # The successor applies the same deltas and more in one batch: no dip, nothing open.
-    pos = PositionState.new("A@DC1")
-    apply_deltas(pos, "order:0", [[5, 0, 0, 3000, 0, 0, 3000]])
-    apply_deltas(pos, "po:1", [[9, 0, 5000, 0, 0, 0, 0]])
-    assert check_overallocation(PositionState.from_wire(pos.to_wire()), "t2") == []
-    assert adopt_unresolved_overallocation(pos, in_topic.get)
+    pos = position(ALLOCATE_3, RECEIVE_5)
+    assert check_overallocation(copy.deepcopy(pos), "t2") == []
+    assert adopt_overallocation(pos, topic)
     (resolved,) = check_overallocation(pos, "t2")
     assert (resolved.exception_id, resolved.status) == (opened.exception_id, "resolved")
     assert resolved.raised_at == opened.raised_at == "t1"
-    # Resolved now: nothing more to adopt, and the next dip is a new occurrence.
-    assert not adopt_unresolved_overallocation(pos, in_topic.get)
-    apply_deltas(pos, "order:0", [[6, 0, 0, 9000, 0, 0, 0]])
+    # Resolved now (the topic gets it too): nothing more to adopt, the next dip is new.
+    topic = ExceptionsTopic(opened, resolved)
+    assert not adopt_overallocation(pos, topic)
+    add(pos, ALLOCATE_9)
     (again,) = check_overallocation(pos, "t3")
     assert again.status == "open"
     assert again.exception_id != opened.exception_id
 
 
-def test_nothing_is_adopted_when_the_topic_holds_no_open_one() -> None:
-    pos = PositionState.new("A@DC1")
-    apply_deltas(pos, "po:1", [[9, 0, 5000, 0, 0, 0, 0]])
-    assert not adopt_unresolved_overallocation(pos, lambda exception_id: None)
+def test_a_resolution_written_by_a_killed_worker_closes_the_restored_occurrence() -> None:
+    """Seed 78334: occurrence k open in the restored state, resolved on the topic."""
+    # Before the kill: the state with occurrence 1 open reached the changelog.
+    restored = position(ALLOCATE_3)
+    (opened,) = check_overallocation(restored, "t1")
+    # The killed worker's next batch resolved it (emitted), then its state write was lost.
+    killed = copy.deepcopy(restored)
+    add(killed, RECEIVE_5)
+    (resolved,) = check_overallocation(killed, "t2")
+    assert resolved.status == "resolved"
+    topic = ExceptionsTopic(opened, resolved)
+    # The successor restores occurrence 1 open and batches the same deltas with the next
+    # allocation: available < 0 at the end of its batch.
+    pos = copy.deepcopy(restored)
+    add(pos, RECEIVE_5)
+    add(pos, ALLOCATE_9)
+    without = copy.deepcopy(pos)
+    assert check_overallocation(without, "t3") == []  # the loss: nothing open on the topic
+    assert adopt_overallocation(pos, topic)
+    (reopened,) = check_overallocation(pos, "t3")
+    assert reopened.status == "open"
+    assert reopened.exception_id not in (opened.exception_id, resolved.exception_id)
+    assert reopened.exception_id == exception_id("position", "A@DC1", "OVERALLOCATION", 2)
+
+
+def test_an_occurrence_opened_and_resolved_by_killed_workers_is_skipped() -> None:
+    # The state never saw occurrence 1; the topic has it opened and resolved.
+    killed = position(ALLOCATE_3)
+    (opened,) = check_overallocation(killed, "t1")
+    add(killed, RECEIVE_5)
+    (resolved,) = check_overallocation(killed, "t2")
+    pos = position(ALLOCATE_3, RECEIVE_5, ALLOCATE_9)
+    assert adopt_overallocation(pos, ExceptionsTopic(opened, resolved))
+    (found,) = check_overallocation(pos, "t3")
+    assert (found.status, found.exception_id) == (
+        "open",
+        exception_id("position", "A@DC1", "OVERALLOCATION", 2),
+    )
+
+
+def test_nothing_is_adopted_when_state_and_topic_agree() -> None:
+    pos = position(RECEIVE_5)
+    assert not adopt_overallocation(pos, ExceptionsTopic())
     assert check_overallocation(pos, "t1") == []
+    dipped = position(ALLOCATE_3)
+    (opened,) = check_overallocation(dipped, "t1")
+    assert not adopt_overallocation(dipped, ExceptionsTopic(opened))
+    assert check_overallocation(dipped, "t2") == []  # still open, on both
 
 
 def test_exception_ids_are_deterministic() -> None:
