@@ -247,6 +247,17 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         letters=letters,
     )
     drivers.append(positions)
+    every_partition = range(settings.partitions)
+
+    def forget_tails() -> None:
+        """What a failed batch queued was dropped, maybe unsent: the tails of exceptions and
+        dlq are read again before the next write (the emitter's is also what positions
+        reconcile ``OVERALLOCATION`` with)."""
+        emitter.forget(every_partition)
+        letters.forget(every_partition)
+
+    for driver in drivers:
+        driver.on_error = _then(driver.on_error, forget_tails)
     stop_on_fatal = StopOnFatal()
     register_ticks_agent(
         app, ticks, drivers, batch_window_s=config.batch.window_s, on_fatal=stop_on_fatal
@@ -289,6 +300,14 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     return Worker(
         app=app, metrics=metrics, settings=settings, tables=tables, stop_on_fatal=stop_on_fatal
     )
+
+
+def _then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        second()
+
+    return both
 
 
 def _probes(
