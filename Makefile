@@ -61,15 +61,18 @@ test: venv system-deps
 	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
 	exit $$rc
 
-# Fault injection (docs/guarantees.md, "Fault injection"): six cases on ~100k generated records each
-# (SIGKILLs, broker restart, join/leave, deleted data dir, input before/while workers start),
-# checked exactly; a summary table closes the output. SUPPLYFLOW_FAULTS_SEED=n repeats a run.
+# Fault injection (docs/guarantees.md, "Fault injection"): cases on generated records (SIGKILLs,
+# positions crossing zero, broker restart, join/leave, deleted data dir, input before/while
+# workers start), checked exactly; the kill cases run with each of SUPPLYFLOW_FAULTS_ROUNDS
+# random seeds. A summary table (with the output pauses) closes the output.
+# SUPPLYFLOW_FAULTS_SEED=n[,m...] repeats a run.
+SUPPLYFLOW_FAULTS_ROUNDS ?= 3
 faults: venv system-deps
 	@started=0; \
 	if ! $(BIN)/supplyflow kafka ping >/dev/null 2>&1; then \
 	  $(BIN)/supplyflow kafka up --port $(KAFKA_PORT) || exit 1; started=1; \
 	fi; \
-	$(BIN)/pytest -m "faults or faults_bounded"; rc=$$?; \
+	SUPPLYFLOW_FAULTS_ROUNDS=$(SUPPLYFLOW_FAULTS_ROUNDS) $(BIN)/pytest -m "faults or faults_bounded"; rc=$$?; \
 	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
 	exit $$rc
 

@@ -20,6 +20,7 @@ from supplyflow.app import local_kafka
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.topics import delete_topics
 from tests.integration.fault_checks import Row, render_table
+from tests.integration.fault_ops import SEED_ENV, fault_seeds
 
 #: How long the broker may take to answer before the run is declared broken.
 BROKER_CHECK_S: Final = 15.0
@@ -35,11 +36,21 @@ def fault_table(request: pytest.FixtureRequest) -> list[Row]:
     return request.config.stash.setdefault(_FAULT_ROWS, [])
 
 
+def _seed_line() -> str:
+    seeds = ",".join(map(str, fault_seeds()))
+    return f"fault seeds: {seeds} (kill cases run with each; repeat with {SEED_ENV}={seeds})"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _seed_line()
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     rows = config.stash.get(_FAULT_ROWS, [])
     if not rows:
         return
     terminalreporter.section("fault injection summary")
+    terminalreporter.write_line(_seed_line())
     terminalreporter.write_line(render_table(rows))
     for row in rows:
         for note in row.notes:

@@ -22,11 +22,16 @@ What is checked, against :class:`~fault_input.Expected`:
   change. For them, no ``(exception_id, status)`` may appear twice, an id may not resolve
   before it opened, and at the end a position has an open ``OVERALLOCATION`` exactly when
   its reference ``available`` is negative.
+
+Not a check but reported: the pauses in the output (:func:`output_pauses`), from the
+Kafka timestamps of the ``inventory.positions`` records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,7 +50,16 @@ from supplyflow.tables.position import PositionState
 from supplyflow.tables.reference import POSITION_FIELDS
 from tests.integration.fault_input import Expected, entity_view, transition_key
 
-__all__ = ["Report", "Row", "TopicTail", "Verifier", "milli_position", "render_table"]
+__all__ = [
+    "Pauses",
+    "Report",
+    "Row",
+    "TopicTail",
+    "Verifier",
+    "milli_position",
+    "output_pauses",
+    "render_table",
+]
 
 _FETCH_BYTES: Final = 8 * 1024 * 1024
 _FETCH_TIMEOUT_MS: Final = 500
@@ -171,6 +185,8 @@ class Verifier:
             for kind, topic in names.items()
         }
         self.positions: dict[str, dict[str, int]] = {}
+        #: Kafka timestamp (ms) of every ``inventory.positions`` record, per partition
+        self.output_times: dict[int, list[int]] = defaultdict(list)
         self.dead_letters: Counter[tuple[str, int, int]] = Counter()
         self.reasons: dict[tuple[str, int, int], str] = {}
         self.transitions: list[dict[str, Any]] = []
@@ -187,6 +203,7 @@ class Verifier:
         report = Report()
         for record in self._read("positions"):
             self.positions[record.key.decode()] = milli_position(orjson.loads(record.value))
+            self.output_times[record.partition].append(record.timestamp)
         report.problems["positions"] = self._positions()
         report.positions = len(self.positions)
         if report.problems["positions"] and not full:
@@ -296,6 +313,46 @@ class Verifier:
         return problems
 
 
+@dataclass(frozen=True)
+class Pauses:
+    """How long output stopped: the longest gap between consecutive output records (all
+    partitions) and where it began (epoch s); for each restart, the seconds until every
+    partition with output after it had produced again (None: another fault came first, or
+    no partition had output after it)."""
+
+    longest_s: float
+    longest_at: float
+    resumed_s: list[float | None]
+
+
+def output_pauses(
+    times_ms: dict[int, list[int]], restarts: list[float], faults: list[float]
+) -> Pauses:
+    """:class:`Pauses` from output record timestamps (ms, per partition, ascending), the
+    restart times and the fault times (kills, stops, broker down; epoch s).
+
+    The partitions the restarted worker owned resume last: the others never stopped, or
+    stopped for a rebalance, which counts too.
+    """
+    every = sorted(t for times in times_ms.values() for t in times)
+    gaps = [(b - a, a) for a, b in itertools.pairwise(every)]
+    longest, at = max(gaps, default=(0, every[0] if every else 0))
+    resumed: list[float | None] = []
+    for restart in restarts:
+        firsts = []
+        for times in times_ms.values():
+            i = bisect.bisect_right(times, restart * 1000)
+            if i < len(times):
+                firsts.append(times[i] / 1000)
+        next_fault = min((f for f in faults if f > restart), default=None)
+        resumed_at = max(firsts, default=None)
+        if resumed_at is None or (next_fault is not None and resumed_at > next_fault):
+            resumed.append(None)
+        else:
+            resumed.append(resumed_at - restart)
+    return Pauses(longest / 1000, at / 1000, resumed)
+
+
 @dataclass
 class Row:
     """One line of the fault suite's summary table."""
@@ -312,6 +369,11 @@ class Row:
     exceptions: str = "-"
     accounting: str = "-"
     seconds: float = 0.0
+    #: the longest gap between output records, in seconds ("-" until verified)
+    longest_gap: str = "-"
+    #: per restart (of a worker or the broker), seconds until all output resumed ("-":
+    #: the next fault came first)
+    resumed: str = "-"
     result: str = "FAIL"
     #: what was done when (kills, joins, broker restarts), for the record
     notes: list[str] = field(default_factory=list)
@@ -329,6 +391,8 @@ _COLUMNS: Final = (
     ("positions", "positions"),
     ("exceptions", "exceptions"),
     ("accounting", "every record once"),
+    ("longest_gap", "longest output gap s"),
+    ("resumed", "restart to output s"),
     ("seconds", "s"),
     ("result", "result"),
 )

@@ -23,11 +23,12 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import orjson
 
-from supplyflow.app.sample import SampleRecord
+from supplyflow.app.sample import SampleRecord, envelope
 from supplyflow.app.topics import INVENTORY_EVENTS, ORDER_EVENTS, PO_EVENTS
 from supplyflow.app.workload import Scenario, generate
 from supplyflow.codecs import DecodeError, decode_input
@@ -37,6 +38,7 @@ from supplyflow.codecs.events import (
     InventorySnapshot,
     entity_key,
 )
+from supplyflow.codecs.quantity import format_qty
 from supplyflow.tables.common import Rejection
 from supplyflow.tables.exceptions import Rules
 from supplyflow.tables.order import OrderState, apply_order_event, order_view
@@ -50,6 +52,7 @@ __all__ = [
     "InputRecord",
     "SourceOffset",
     "build_input",
+    "crossing_streams",
     "replay",
     "scenario_of",
 ]
@@ -133,8 +136,9 @@ def _bad_record(rng: random.Random, run_id: str, n: int, after: SampleRecord) ->
     return SampleRecord(ORDER_EVENTS, order_id.encode(), body, label=kind)
 
 
-def build_input(seed: int, run_id: str, events: int) -> list[SampleRecord]:
-    """The generated scenario with bad records inserted at seeded random places."""
+def build_input(seed: int, run_id: str, events: int, *, hot: int = 0) -> list[SampleRecord]:
+    """The generated scenario with bad records inserted at seeded random places, and with
+    ``hot`` positions crossing zero all along (see :func:`crossing_streams`)."""
     records = generate(seed=seed, run_id=run_id, shape=scenario_of(events))
     rng = random.Random(seed * 7919 + 1)
     out: list[SampleRecord] = []
@@ -142,7 +146,103 @@ def build_input(seed: int, run_id: str, events: int) -> list[SampleRecord]:
         out.append(record)
         if rng.random() < BAD_RATE:
             out.append(_bad_record(rng, run_id, len(out), record))
+    if hot:
+        out = _interleave(rng, out, crossing_streams(seed, run_id, hot))
     return out
+
+
+#: Each hot position's ``available`` crosses zero about this often (its inventory events,
+#: about half of the crossings, stay below ``RECENT_EVENT_IDS``).
+CROSSINGS: Final = 600
+#: Largest distance from zero a crossing goes, in units.
+_SWING: Final = 40
+
+
+def crossing_streams(seed: int, run_id: str, positions: int) -> list[list[SampleRecord]]:
+    """Per hot position, records that each push its ``available`` across zero.
+
+    Below zero by an allocation (on an order of that SKU there, placed first) or a negative
+    adjustment; back above by a positive adjustment or by cancelling the order (its
+    allocation is released). Whether a batch ends below zero (``OVERALLOCATION`` opens) or
+    not (it resolves) then depends on where the batch boundaries fall, which the faults
+    move. Each stream is in its entities' order; :func:`build_input` interleaves them.
+    """
+    rng = random.Random(seed * 104_729 + 3)
+    return [_HotPosition(rng, run_id, i).records() for i in range(positions)]
+
+
+class _HotPosition:
+    """One position driven across zero :data:`CROSSINGS` times."""
+
+    def __init__(self, rng: random.Random, run_id: str, n: int) -> None:
+        self.rng = rng
+        self.prefix = f"{run_id}-hot{n:02d}"
+        self.sku, self.location = f"SKU-HOT{n:02d}", f"DC{n % 4 + 1}"
+        self.order_prefix = f"{run_id}-SO-HOT{n:02d}"
+        self.out: list[SampleRecord] = []
+        self.available = 0  # thousandths, as the records leave it
+        self.order = ""  # the order allocations go to ("": place one first)
+        self.allocated = 0
+        self.orders = 0
+
+    def add(self, topic: str, key: str, type_: str, data: dict[str, Any]) -> None:
+        n = len(self.out) + 1
+        stamp = HOT_CLOCK + timedelta(seconds=n)
+        body = envelope(f"{self.prefix}-{n:05d}", type_, "faults", stamp, data)
+        self.out.append(SampleRecord(topic, key.encode(), orjson.dumps(body), label=type_))
+
+    def adjust(self, delta: int) -> None:
+        data = {"sku": self.sku, "location": self.location, "delta": format_qty(delta)}
+        key = f"{self.sku}@{self.location}"
+        self.add(INVENTORY_EVENTS, key, "inventory.adjusted", {**data, "reason": "count"})
+        self.available += delta
+
+    def allocate(self, qty: int) -> None:
+        if not self.order:
+            self.orders += 1
+            self.order, self.allocated = f"{self.order_prefix}-{self.orders:04d}", 0
+            line: dict[str, Any] = {"line_no": 1, "sku": self.sku, "qty": 100_000}
+            placed = {"order_id": self.order, "channel": "web", "location": self.location}
+            self.add(ORDER_EVENTS, self.order, "order.placed", {**placed, "lines": [line]})
+        line = {"line_no": 1, "sku": self.sku, "qty": format_qty(qty)}
+        allocated = {"order_id": self.order, "lines": [line]}
+        self.add(ORDER_EVENTS, self.order, "order.allocated", allocated)
+        self.allocated += qty
+        self.available -= qty
+
+    def cancel(self) -> None:
+        self.add(ORDER_EVENTS, self.order, "order.cancelled", {"order_id": self.order})
+        self.available += self.allocated
+        self.order, self.allocated = "", 0
+
+    def records(self) -> list[SampleRecord]:
+        rng = self.rng
+        for _ in range(CROSSINGS + rng.randint(0, 1)):  # ends below zero or not
+            swing = rng.randint(1, _SWING) * 1000 + rng.choice((0, 0, 125, 500))
+            if self.available >= 0:
+                need = self.available + swing
+                if rng.random() < 0.5:
+                    self.allocate(need)
+                else:
+                    self.adjust(-need)
+            elif self.order and self.allocated + self.available >= 0 and rng.random() < 0.4:
+                self.cancel()
+            else:
+                self.adjust(swing - self.available)
+        return self.out
+
+
+HOT_CLOCK: Final = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _interleave(
+    rng: random.Random, base: list[SampleRecord], streams: list[list[SampleRecord]]
+) -> list[SampleRecord]:
+    """``base`` and ``streams`` merged at random places, each in its own order."""
+    picks = [-1] * len(base) + [i for i, stream in enumerate(streams) for _ in stream]
+    rng.shuffle(picks)
+    sources = [iter(base), *(iter(stream) for stream in streams)]
+    return [next(sources[pick + 1]) for pick in picks]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ kill and restart workers, and watch the consumer group's progress to pick the mo
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -22,13 +24,39 @@ from supplyflow.app.settings import Settings
 from supplyflow.app.topics import INPUT_TOPICS, input_group
 
 __all__ = [
+    "SEED_ENV",
     "BackgroundProducer",
     "broker_config",
     "committed_input",
+    "fault_seeds",
     "input_end",
     "restart_broker",
     "wait_for",
 ]
+
+#: ``n`` or ``n,m,...``: the seeds to run (a failed run's seeds repeat it).
+SEED_ENV: Final = "SUPPLYFLOW_FAULTS_SEED"
+#: Without ``SUPPLYFLOW_FAULTS_SEED``: how many random seeds each kill case runs with
+#: (``make faults`` sets 3); every other case runs with the first.
+ROUNDS_ENV: Final = "SUPPLYFLOW_FAULTS_ROUNDS"
+
+
+@functools.cache
+def fault_seeds() -> tuple[int, ...]:
+    """The seeds of this run: from :data:`SEED_ENV`, else :data:`ROUNDS_ENV` random ones
+    (at least one). Computed once per process, so collection and the report agree."""
+    text = os.environ.get(SEED_ENV, "").strip()
+    if text:
+        try:
+            return tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise ValueError(
+                f"{SEED_ENV}={text!r}: give a seed or seeds, e.g. 78334,4711"
+            ) from None
+    rounds = max(1, int(os.environ.get(ROUNDS_ENV, "1") or "1"))
+    rng = random.SystemRandom()
+    return tuple(rng.randrange(1, 1_000_000) for _ in range(rounds))
+
 
 #: A whole ``supplyflow kafka up`` (JVM start, log recovery) on a busy 2-core machine.
 BROKER_CLI_S: Final = 240.0

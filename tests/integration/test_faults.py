@@ -7,17 +7,20 @@ reference, that every record was applied once or dead-lettered once, and that ex
 transitions equal a fault-free replay's. SLA settings are empty: no wall-clock deadline
 rule fires, so the expected transitions do not depend on timing.
 
-The seed (``SUPPLYFLOW_FAULTS_SEED``, random when unset) drives the scenario and every
-random choice of a case (when to kill, which worker, how long the broker stays down); it
-is printed in the summary table with the case, so a failure can be replayed.
-``make faults`` runs the ``faults`` cases; ``test_sigkill_bounded`` is the short form
-(under ``make faults`` too until the README's open finding is fixed).
+A seed drives the scenario and every random choice of a case (when to kill, which
+worker, how long the broker stays down). The kill cases run once per seed of the run,
+the others with the first (``fault_ops.fault_seeds``: ``SUPPLYFLOW_FAULTS_SEED=n[,m...]``,
+else ``SUPPLYFLOW_FAULTS_ROUNDS`` random ones, 3 under ``make faults``); the seeds are
+printed at the start and in the summary table, so a failure can be replayed. The table
+also gives the pauses: the longest gap between ``inventory.positions`` records and, for
+each restart, the time until every partition produced output again.
+``make faults`` runs the ``faults`` cases and ``test_sigkill_bounded``, the short form
+that ``make test`` runs too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import shutil
 import signal
@@ -34,12 +37,13 @@ from supplyflow.app.processes import STOP_TIMEOUT_S, WorkerProcess
 from supplyflow.app.produce import produce_records
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import INPUT_TOPICS, ensure_topics, read_topic
-from tests.integration.fault_checks import Report, Row, Verifier, milli_position
+from tests.integration.fault_checks import Report, Row, Verifier, milli_position, output_pauses
 from tests.integration.fault_input import InputRecord, build_input, entity_view, replay
 from tests.integration.fault_ops import (
     BackgroundProducer,
     broker_config,
     committed_input,
+    fault_seeds,
     restart_broker,
     wait_for,
 )
@@ -49,6 +53,10 @@ pytestmark = pytest.mark.integration
 
 FULL_EVENTS: Final = 100_000
 BOUNDED_EVENTS: Final = 20_000
+#: The zero-crossing case: this much generated input, and hot positions crossing zero
+#: all along (about 690 records each) mixed in.
+CROSSING_EVENTS: Final = 40_000
+HOT_POSITIONS: Final = 8
 #: Whole case, including producing 100k records and up to 6 rebalances on a busy machine.
 CASE_TIMEOUT_S: Final = 2400
 BOUNDED_TIMEOUT_S: Final = 600
@@ -85,21 +93,28 @@ class FaultRun:
         names: dict[str, str],
         start_worker: Factory,
         row: Row,
+        *,
+        hot: int = 0,
     ) -> None:
         self.settings = Settings(
             bootstrap=bootstrap, topic_prefix=names["prefix"], app_id=names["app_id"], partitions=4
         )
-        self.records = build_input(seed, names["app_id"], events)
+        self.records = build_input(seed, names["app_id"], events, hot=hot)
         self.rng = random.Random(seed)
         self.factory = start_worker
         self.workers: dict[int, WorkerProcess] = {}
         self.row = row
         row.sent = len(self.records)  # until verify() counts what Kafka holds
+        #: wall clock (epoch s) of each fault (kill, stop, broker down) and each restart of
+        #: a worker or the broker, for the pauses
+        self.faults_at: list[float] = []
+        self.restarted_at: list[float] = []
         self.started = time.monotonic()
         asyncio.run(ensure_topics(self.settings))
 
     def note(self, text: str) -> None:
-        self.row.notes.append(f"{time.monotonic() - self.started:6.1f}s {text}")
+        at = f"{time.monotonic() - self.started:6.1f}s ({_clock(time.time())})"
+        self.row.notes.append(f"{at} {text}")
 
     def start(self, n: int, *, wait: bool = True) -> WorkerProcess:
         worker = self.factory(n, **NO_SLA)
@@ -110,6 +125,7 @@ class FaultRun:
 
     def restart(self, n: int) -> WorkerProcess:
         self.row.restarts += 1
+        self.restarted_at.append(time.time())
         return self.start(n, wait=False)
 
     def part(self, start: float, end: float) -> list[Any]:
@@ -162,6 +178,10 @@ class FaultRun:
             http = _http_problems(answering, expected, self.rng) if report.ok else []
         finally:
             verifier.close()
+        pauses = output_pauses(verifier.output_times, self.restarted_at, self.faults_at)
+        row.longest_gap = f"{pauses.longest_s:.1f}"
+        row.resumed = "/".join("-" if r is None else f"{r:.1f}" for r in pauses.resumed_s) or "-"
+        self.note(f"longest output gap {pauses.longest_s:.1f}s, from {_clock(pauses.longest_at)}")
         problems = report.problems
         row.positions = _verdict(problems["positions"], f"exact, {len(expected.positions)} keys")
         row.exceptions = _verdict(
@@ -188,6 +208,10 @@ class FaultRun:
                     raise AssertionError(f"worker {n} is stuck at the end: {exc}") from None
             elif code not in (0, -signal.SIGKILL):  # stopped or killed by the case itself
                 raise AssertionError(f"worker {n} exited with {code} on its own")
+
+
+def _clock(epoch_s: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch_s)) + f".{int(epoch_s * 10) % 10}"
 
 
 def _stop_cleanly(worker: WorkerProcess, name: str) -> None:
@@ -232,10 +256,14 @@ def _http_problems(worker: WorkerProcess, expected: Any, rng: random.Random) -> 
     return problems
 
 
+#: Each kill case runs once per seed of the run (see ``fault_ops.fault_seeds``).
+every_seed = pytest.mark.parametrize("fault_seed", fault_seeds(), ids=lambda seed: f"seed{seed}")
+
+
 @pytest.fixture
 def fault_seed() -> int:
-    text = os.environ.get("SUPPLYFLOW_FAULTS_SEED", "")
-    return int(text) if text else random.SystemRandom().randrange(1, 1_000_000)
+    """The other cases run with the first seed."""
+    return fault_seeds()[0]
 
 
 @pytest.fixture
@@ -246,20 +274,20 @@ def fault_run(
     names: dict[str, str],
     start_worker: Factory,
     fault_table: list[Row],
-) -> Callable[[int], FaultRun]:
-    case = request.node.name.removeprefix("test_")
+) -> Callable[..., FaultRun]:
+    case = request.node.originalname.removeprefix("test_")
 
-    def make(events: int) -> FaultRun:
+    def make(events: int, *, hot: int = 0) -> FaultRun:
         row = Row(case, fault_seed)
         fault_table.append(row)
-        return FaultRun(case, fault_seed, events, bootstrap, names, start_worker, row)
+        return FaultRun(case, fault_seed, events, bootstrap, names, start_worker, row, hot=hot)
 
     return make
 
 
 @pytest.mark.faults
 @pytest.mark.timeout(CASE_TIMEOUT_S)
-def test_input_already_in_kafka(fault_run: Callable[[int], FaultRun]) -> None:
+def test_input_already_in_kafka(fault_run: Callable[..., FaultRun]) -> None:
     run = fault_run(FULL_EVENTS)
     run.produce()
     run.row.faults = "all input before workers"
@@ -270,7 +298,7 @@ def test_input_already_in_kafka(fault_run: Callable[[int], FaultRun]) -> None:
 
 @pytest.mark.faults
 @pytest.mark.timeout(CASE_TIMEOUT_S)
-def test_started_while_producing(fault_run: Callable[[int], FaultRun]) -> None:
+def test_started_while_producing(fault_run: Callable[..., FaultRun]) -> None:
     run = fault_run(FULL_EVENTS)
     producer = run.background()
     try:
@@ -296,6 +324,7 @@ def _sigkills(run: FaultRun, kills: int) -> None:
         for i, point in enumerate(points, 1):
             victim, pause = run.rng.randrange(2), run.rng.uniform(0.0, 3.0)
             done = run.wait_processed(point)
+            run.faults_at.append(time.time())
             run.workers[victim].kill()
             run.note(f"SIGKILL #{i} worker {victim} at {done} committed; restart in {pause:.1f}s")
             time.sleep(pause)
@@ -310,20 +339,32 @@ def _sigkills(run: FaultRun, kills: int) -> None:
 
 @pytest.mark.faults
 @pytest.mark.timeout(CASE_TIMEOUT_S)
-def test_sigkill_and_restart_six_times(fault_run: Callable[[int], FaultRun]) -> None:
+@every_seed
+def test_sigkill_and_restart_six_times(fault_run: Callable[..., FaultRun]) -> None:
     _sigkills(fault_run(FULL_EVENTS), kills=6)
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(CASE_TIMEOUT_S)
+@every_seed
+def test_sigkill_while_positions_cross_zero(fault_run: Callable[..., FaultRun]) -> None:
+    """Six SIGKILLs while a few hot positions cross zero hundreds of times: whether a batch
+    ends below zero depends on where batch boundaries fall, which kills move, so
+    ``OVERALLOCATION`` transitions are in flight at every kill."""
+    _sigkills(fault_run(CROSSING_EVENTS, hot=HOT_POSITIONS), kills=6)
 
 
 @pytest.mark.faults_bounded  # in make test as well as make faults
 @pytest.mark.timeout(BOUNDED_TIMEOUT_S)
-def test_sigkill_bounded(fault_run: Callable[[int], FaultRun]) -> None:
+@every_seed
+def test_sigkill_bounded(fault_run: Callable[..., FaultRun]) -> None:
     """The short form of the SIGKILL case: 20k records, two SIGKILLs."""
     _sigkills(fault_run(BOUNDED_EVENTS), kills=2)
 
 
 @pytest.mark.faults
 @pytest.mark.timeout(CASE_TIMEOUT_S)
-def test_broker_restart_keeps_data(bootstrap: str, fault_run: Callable[[int], FaultRun]) -> None:
+def test_broker_restart_keeps_data(bootstrap: str, fault_run: Callable[..., FaultRun]) -> None:
     cfg = broker_config(bootstrap)
     run = fault_run(FULL_EVENTS)
     workers = [run.start(0), run.start(1)]
@@ -331,7 +372,9 @@ def test_broker_restart_keeps_data(bootstrap: str, fault_run: Callable[[int], Fa
     run.produce(0.0, 0.6)
     done = run.wait_processed(0.15)
     down_s = run.rng.uniform(3.0, 10.0)
+    run.faults_at.append(time.time())
     stopped, started = restart_broker(cfg, down_s)
+    run.restarted_at.append(time.time())
     run.note(f"broker down at {done} committed for {down_s:.1f}s: {stopped} / {started}")
     run.row.faults = f"broker down {down_s:.0f}s"
     producer = run.background(0.6, 1.0)
@@ -342,7 +385,7 @@ def test_broker_restart_keeps_data(bootstrap: str, fault_run: Callable[[int], Fa
 
 @pytest.mark.faults
 @pytest.mark.timeout(CASE_TIMEOUT_S)
-def test_second_worker_joins_first_leaves(fault_run: Callable[[int], FaultRun]) -> None:
+def test_second_worker_joins_first_leaves(fault_run: Callable[..., FaultRun]) -> None:
     run = fault_run(FULL_EVENTS)
     producer = run.background()
     try:
@@ -360,7 +403,7 @@ def test_second_worker_joins_first_leaves(fault_run: Callable[[int], FaultRun]) 
 
 @pytest.mark.faults
 @pytest.mark.timeout(CASE_TIMEOUT_S)
-def test_restart_with_data_dir_deleted(fault_run: Callable[[int], FaultRun]) -> None:
+def test_restart_with_data_dir_deleted(fault_run: Callable[..., FaultRun]) -> None:
     run = fault_run(FULL_EVENTS)
     producer = run.background()
     try:
@@ -368,6 +411,7 @@ def test_restart_with_data_dir_deleted(fault_run: Callable[[int], FaultRun]) -> 
         run.start(1)
         done = run.wait_processed(run.rng.uniform(0.2, 0.7))
         run.row.faults = "data dir deleted"
+        run.faults_at.append(time.time())
         _stop_cleanly(run.workers[1], "worker 1")
         data_dir = Path(run.workers[1].env["SUPPLYFLOW_DATA_DIR"])
         shutil.rmtree(data_dir)
