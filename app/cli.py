@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a long-running worker (several form a group)")
     worker.add_argument("--web-port", type=int, help="overrides SUPPLYFLOW_WEB_PORT")
+    worker.add_argument(
+        "--leave",
+        action="store_true",
+        help="on SIGTERM, leave the consumer group at once (SUPPLYFLOW_LEAVE_GROUP_ON_STOP)",
+    )
 
     kafka = sub.add_parser("kafka", help="a local single-node Apache Kafka for development")
     kafka.add_argument(
@@ -149,6 +154,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.web_port is not None:
         overrides["web_port"] = args.web_port
+    if args.leave:
+        overrides["leave_group_on_stop"] = True
     settings = load_settings(args.config, **overrides)
     return run_worker(settings)
 

@@ -111,6 +111,16 @@ class Settings(BaseSettings):
         default=timedelta(seconds=60),
         description="how long the group waits for a silent worker before rebalancing",
     )
+    instance_id: str | None = Field(
+        default=None,
+        description="this worker's static member id in the consumer group (default: derived "
+        "from the host, the data dir, the app id and the web address)",
+    )
+    leave_group_on_stop: bool = Field(
+        default=False,
+        description="a stopped worker leaves the group at once (its partitions move now) "
+        "instead of keeping them for a restart within the session timeout",
+    )
     batch_max: int = Field(
         default=2000, ge=1, le=100_000, description="most records an agent takes per batch"
     )
@@ -201,10 +211,10 @@ class Settings(BaseSettings):
             raise ValueError("give at least one host:port")
         return ",".join(hosts)
 
-    @field_validator("app_id")
+    @field_validator("app_id", "instance_id")
     @classmethod
-    def _check_app_id(cls, value: str) -> str:
-        if not _APP_ID.match(value):
+    def _check_app_id(cls, value: str | None) -> str | None:
+        if value is not None and not _APP_ID.match(value):
             raise ValueError("use 1-100 letters, digits, '.', '_' or '-'")
         return value
 
@@ -228,6 +238,7 @@ class Settings(BaseSettings):
         "api_token_file",
         "kafka_sasl_oauth_token_file",
         "kafka_sasl_oauth_token_command",
+        "instance_id",
         mode="before",
     )
     @classmethod

@@ -36,7 +36,7 @@ from supplyflow.agents.runtime.faust import (
 )
 from supplyflow.agents.runtime.reader import InputReader, owned_partitions
 from supplyflow.agents.state import StateTables, state_table
-from supplyflow.app import kafka_records
+from supplyflow.app import kafka_records, membership
 from supplyflow.app.exceptions import AppError
 from supplyflow.app.kafka_clients import faust_client_settings, ssl_context, token_source
 from supplyflow.app.logs import logging_config
@@ -170,6 +170,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         value_serializer="raw",
         table_standby_replicas=_STANDBY_REPLICAS,
         broker_session_timeout=_seconds(settings.broker_session_timeout),
+        consumer_group_instance_id=membership.instance_id(settings),
         broker_heartbeat_interval=max(0.5, _seconds(settings.broker_session_timeout) / 10),
         producer_max_request_size=max_dlq_message_bytes(settings),
         # The outbox sends a partition's records of one agent batch as one record batch:
@@ -399,6 +400,11 @@ def run_worker(settings: Settings) -> NoReturn:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
+    instance = membership.instance_id(settings)
+    loop.run_until_complete(
+        membership.take_instance(settings, instance, runtime_config(settings).ticks_topic)
+    )
+    membership.install(leave_on_stop=settings.leave_group_on_stop)
     worker = build_app(settings)
     # What exists before the agents start (modules, the app, its tables) lives as long as
     # the process: keep it out of every collection, then collect less often.

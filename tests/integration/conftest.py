@@ -98,8 +98,14 @@ def worker_env(bootstrap: str, names: dict[str, str], tmp_path: Path) -> dict[st
 def start_worker(
     request: pytest.FixtureRequest, worker_env: dict[str, str], tmp_path: Path
 ) -> Iterator[WorkerFactory]:
-    """Start a real ``supplyflow worker`` process; all are stopped (and logs shown) after."""
+    """Start a real ``supplyflow worker`` process; all are stopped (and logs shown) after.
+
+    Worker ``n`` started again (a restart) gets the same data dir and web port, as a
+    restarted service would: with static group membership the others learn a worker's
+    address only at rebalances, and a restart within the session timeout causes none.
+    """
     started: list[WorkerProcess] = []
+    ports: dict[int, int] = {}
 
     def start(n: int | None = None, **extra_env: str) -> WorkerProcess:
         index = len(started) if n is None else n
@@ -108,7 +114,8 @@ def start_worker(
             "SUPPLYFLOW_DATA_DIR": str(tmp_path / f"worker-{index}" / "data"),
             **extra_env,
         }
-        worker = WorkerProcess(env, tmp_path / f"worker-{index}.log")
+        worker = WorkerProcess(env, tmp_path / f"worker-{index}.log", web_port=ports.get(index))
+        ports[index] = worker.web_port
         worker.start()
         started.append(worker)
         return worker

@@ -153,7 +153,7 @@ def build_input(seed: int, run_id: str, events: int, *, hot: int = 0) -> list[Sa
 
 #: Each hot position's ``available`` crosses zero about this often (its inventory events,
 #: about half of the crossings, stay below ``RECENT_EVENT_IDS``).
-CROSSINGS: Final = 600
+CROSSINGS: Final = 400
 #: Largest distance from zero a crossing goes, in units.
 _SWING: Final = 40
 

@@ -56,7 +56,9 @@ BOUNDED_EVENTS: Final = 20_000
 #: The zero-crossing case: this much generated input, and hot positions crossing zero
 #: all along (about 690 records each) mixed in.
 CROSSING_EVENTS: Final = 40_000
-HOT_POSITIONS: Final = 8
+HOT_POSITIONS: Final = 16
+#: At most this many kills, a few seconds apart, while the backlog lasts.
+CROSSING_KILLS: Final = 12
 #: Whole case, including producing 100k records and up to 6 rebalances on a busy machine.
 CASE_TIMEOUT_S: Final = 2400
 BOUNDED_TIMEOUT_S: Final = 600
@@ -348,10 +350,34 @@ def test_sigkill_and_restart_six_times(fault_run: Callable[..., FaultRun]) -> No
 @pytest.mark.timeout(CASE_TIMEOUT_S)
 @every_seed
 def test_sigkill_while_positions_cross_zero(fault_run: Callable[..., FaultRun]) -> None:
-    """Six SIGKILLs while a few hot positions cross zero hundreds of times: whether a batch
-    ends below zero depends on where batch boundaries fall, which kills move, so
-    ``OVERALLOCATION`` transitions are in flight at every kill."""
-    _sigkills(fault_run(CROSSING_EVENTS, hot=HOT_POSITIONS), kills=6)
+    """SIGKILLs every few seconds while two workers work through input, arriving in a few
+    large chunks, in which hot positions cross zero at every record: whether a batch ends
+    below zero depends on where its boundaries fall, which kills move, and a worker busy
+    with a backlog is killed between writing a batch's outputs and its states more often
+    than an idle one, so ``OVERALLOCATION`` transitions are in doubt at most kills."""
+    run = fault_run(CROSSING_EVENTS, hot=HOT_POSITIONS)
+    run.start(0)
+    run.start(1)
+    total = len(run.records)
+    producer = BackgroundProducer(run.settings, run.records, total // 8, 0.2).start()
+    try:
+        for i in range(1, CROSSING_KILLS + 1):
+            time.sleep(run.rng.uniform(1.0, 3.0))
+            done = committed_input(run.settings)
+            if done >= total:
+                break
+            victim, pause = run.rng.randrange(2), run.rng.uniform(0.0, 2.0)
+            run.faults_at.append(time.time())
+            run.workers[victim].kill()
+            run.note(f"SIGKILL #{i} worker {victim} at {done} committed; restart in {pause:.1f}s")
+            time.sleep(pause)
+            run.restart(victim)
+    finally:
+        producer.join(PRODUCE_S)
+    run.row.faults = f"{run.row.restarts}x SIGKILL, backlog"
+    for worker in run.workers.values():
+        worker.wait_healthy(WORKER_READY_S)
+    run.verify(run.workers[0])
 
 
 @pytest.mark.faults_bounded  # in make test as well as make faults
