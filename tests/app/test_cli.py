@@ -57,3 +57,19 @@ def test_produce_load_with_a_bad_scale_says_so_and_exits_2(scale: str) -> None:
     assert result.returncode == 2
     assert "--scale must be a positive number" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_worker_leave_flag_sets_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from supplyflow.app import cli, worker
+    from supplyflow.app.settings import Settings
+
+    started: list[Settings] = []
+
+    def run(settings: Settings) -> int:
+        started.append(settings)
+        return 0
+
+    monkeypatch.setattr(worker, "run_worker", run)
+    for argv in (["worker", "--leave"], ["worker"]):  # not main(): it patches aiokafka
+        assert cli._cmd_worker(cli._parser().parse_args(argv)) == 0
+    assert [s.leave_group_on_stop for s in started] == [True, False]

@@ -28,6 +28,8 @@ def test_defaults_follow_the_contract() -> None:
     assert s.receipt_tolerance_pct == Decimal(0)
     assert s.sla_po_ack == {}
     assert s.sla_invoice is None
+    assert s.instance_id is None  # derived (supplyflow.app.membership.instance_id)
+    assert s.leave_group_on_stop is False
 
 
 def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,6 +42,8 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPPLYFLOW_BATCH_MAX", "500")
     monkeypatch.setenv("SUPPLYFLOW_BATCH_WINDOW", "50ms")
     monkeypatch.setenv("SUPPLYFLOW_BATCH_IDLE", "5ms")
+    monkeypatch.setenv("SUPPLYFLOW_INSTANCE_ID", "dc1-worker-2")
+    monkeypatch.setenv("SUPPLYFLOW_LEAVE_GROUP_ON_STOP", "true")
     s = load_settings()
     assert s.sla_po_ack == {
         "erp": timedelta(seconds=30),
@@ -54,6 +58,8 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.batch_max == 500
     assert s.batch_window == timedelta(milliseconds=50)
     assert s.batch_idle == timedelta(milliseconds=5)
+    assert s.instance_id == "dc1-worker-2"
+    assert s.leave_group_on_stop is True
 
 
 @pytest.mark.parametrize(
@@ -72,6 +78,8 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SUPPLYFLOW_BATCH_MAX", "0"),
         ("SUPPLYFLOW_BATCH_WINDOW", "0ms"),
         ("SUPPLYFLOW_BATCH_IDLE", "soon"),
+        ("SUPPLYFLOW_INSTANCE_ID", "worker one"),
+        ("SUPPLYFLOW_LEAVE_GROUP_ON_STOP", "sometimes"),
     ],
 )
 def test_bad_value_names_the_setting(
