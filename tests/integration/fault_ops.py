@@ -21,11 +21,12 @@ from supplyflow.app import local_kafka
 from supplyflow.app.produce import produce_records
 from supplyflow.app.sample import SampleRecord
 from supplyflow.app.settings import Settings
-from supplyflow.app.topics import INPUT_TOPICS, input_group
+from supplyflow.app.topics import EXCEPTIONS, INPUT_TOPICS, input_group
 
 __all__ = [
     "SEED_ENV",
     "BackgroundProducer",
+    "TransitionWatch",
     "broker_config",
     "committed_input",
     "fault_seeds",
@@ -61,6 +62,67 @@ def fault_seeds() -> tuple[int, ...]:
 #: A whole ``supplyflow kafka up`` (JVM start, log recovery) on a busy 2-core machine.
 BROKER_CLI_S: Final = 240.0
 _POLL_S: Final = 0.5
+
+
+class TransitionWatch:
+    """Watches ``exceptions`` from a thread; :meth:`wait` returns once an ``OVERALLOCATION``
+    transition arrived after :meth:`arm`: the moment a worker has written a batch's
+    outputs and is about to write its states."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._seen = threading.Event()
+        self._armed = False
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="transition-watch", daemon=True)
+
+    def __enter__(self) -> TransitionWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def arm(self) -> None:
+        self._seen.clear()
+        self._armed = True
+
+    def wait(self, timeout: float) -> bool:
+        """True once a transition arrived after :meth:`arm` (False: none within timeout)."""
+        seen = self._seen.wait(timeout)
+        self._armed = False
+        if self.error is not None:
+            raise self.error
+        return seen
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._watch())
+        except BaseException as exc:  # noqa: BLE001  # re-raised in the test thread by wait()
+            self.error = exc
+            self._seen.set()
+
+    async def _watch(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap, group_id=None, fetch_max_wait_ms=50
+        )
+        await consumer.start()
+        try:
+            topic = self.settings.topic(EXCEPTIONS)
+            tps = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                found = any(
+                    b'"OVERALLOCATION"' in (r.value or b"") for rs in batch.values() for r in rs
+                )
+                if found and self._armed:
+                    self._seen.set()
+        finally:
+            await consumer.stop()
 
 
 class BackgroundProducer:

@@ -41,6 +41,7 @@ from tests.integration.fault_checks import Report, Row, Verifier, milli_position
 from tests.integration.fault_input import InputRecord, build_input, entity_view, replay
 from tests.integration.fault_ops import (
     BackgroundProducer,
+    TransitionWatch,
     broker_config,
     committed_input,
     fault_seeds,
@@ -57,8 +58,10 @@ BOUNDED_EVENTS: Final = 20_000
 #: all along (about 690 records each) mixed in.
 CROSSING_EVENTS: Final = 40_000
 HOT_POSITIONS: Final = 16
-#: At most this many kills, a few seconds apart, while the backlog lasts.
-CROSSING_KILLS: Final = 12
+#: At most this many kills of both workers, each right after a transition was written.
+CROSSING_KILLS: Final = 8
+#: Waiting for the next transition (none comes once the input is done).
+TRANSITION_S: Final = 30.0
 #: Whole case, including producing 100k records and up to 6 rebalances on a busy machine.
 CASE_TIMEOUT_S: Final = 2400
 BOUNDED_TIMEOUT_S: Final = 600
@@ -350,31 +353,41 @@ def test_sigkill_and_restart_six_times(fault_run: Callable[..., FaultRun]) -> No
 @pytest.mark.timeout(CASE_TIMEOUT_S)
 @every_seed
 def test_sigkill_while_positions_cross_zero(fault_run: Callable[..., FaultRun]) -> None:
-    """SIGKILLs every few seconds while two workers work through input, arriving in a few
-    large chunks, in which hot positions cross zero at every record: whether a batch ends
-    below zero depends on where its boundaries fall, which kills move, and a worker busy
-    with a backlog is killed between writing a batch's outputs and its states more often
-    than an idle one, so ``OVERALLOCATION`` transitions are in doubt at most kills."""
+    """Both workers SIGKILLed the moment an ``OVERALLOCATION`` transition reaches
+    ``exceptions`` (a worker wrote a batch's outputs and is about to write its states),
+    while hot positions cross zero at every record of the input: whether a batch ends
+    below zero depends on where its boundaries fall, so the restarted workers, batching
+    differently, may disagree with what the killed one wrote."""
     run = fault_run(CROSSING_EVENTS, hot=HOT_POSITIONS)
     run.start(0)
     run.start(1)
     total = len(run.records)
-    producer = BackgroundProducer(run.settings, run.records, total // 8, 0.2).start()
+    producer = BackgroundProducer(run.settings, run.records, total // 20, 0.5).start()
     try:
-        for i in range(1, CROSSING_KILLS + 1):
-            time.sleep(run.rng.uniform(1.0, 3.0))
-            done = committed_input(run.settings)
-            if done >= total:
-                break
-            victim, pause = run.rng.randrange(2), run.rng.uniform(0.0, 2.0)
-            run.faults_at.append(time.time())
-            run.workers[victim].kill()
-            run.note(f"SIGKILL #{i} worker {victim} at {done} committed; restart in {pause:.1f}s")
-            time.sleep(pause)
-            run.restart(victim)
+        with TransitionWatch(run.settings) as watch:
+            for i in range(1, CROSSING_KILLS + 1):
+                for worker in run.workers.values():
+                    worker.wait_healthy(WORKER_READY_S)
+                time.sleep(run.rng.uniform(0.0, 1.0))
+                done = committed_input(run.settings)
+                if done >= total:
+                    break
+                watch.arm()
+                if not watch.wait(TRANSITION_S):
+                    break
+                run.faults_at.append(time.time())
+                for worker in run.workers.values():
+                    worker.kill()
+                pause = run.rng.uniform(0.0, 2.0)
+                run.note(f"SIGKILL #{i} both workers after a transition, at {done} committed")
+                time.sleep(pause)
+                run.restarted_at.append(time.time())
+                for n in run.workers:
+                    run.row.restarts += 1
+                    run.start(n, wait=False)
     finally:
         producer.join(PRODUCE_S)
-    run.row.faults = f"{run.row.restarts}x SIGKILL, backlog"
+    run.row.faults = f"{len(run.faults_at)}x SIGKILL of both, on output"
     for worker in run.workers.values():
         worker.wait_healthy(WORKER_READY_S)
     run.verify(run.workers[0])
