@@ -1,42 +1,20 @@
 """Static membership of the worker's consumer group: fast restarts, one worker per id.
 
-Every worker joins Faust's consumer group with a ``group.instance.id`` (KIP-345): the
-setting ``SUPPLYFLOW_INSTANCE_ID``, by default derived from the host name, the absolute
-data dir and the app id (:func:`instance_id`), so the same worker restarted on the same
-machine has the same id. The broker then keeps a worker that
-stops without leaving (a crash, a SIGKILL, a restart) in the group until the session
-timeout; restarted within it, the worker takes its own place back and gets its
-partitions again, without a rebalance, while the other workers never stop. The price:
-a worker stopped for good keeps its partitions unprocessed until the session timeout,
-unless it leaves the group explicitly (``SUPPLYFLOW_LEAVE_GROUP_ON_STOP``, ``supplyflow
-worker --leave``: a LeaveGroup by instance id once its consumer stopped).
-
-A worker that comes back with another web address gives its old place up first (a
-LeaveGroup by instance id, then one ordinary rebalance): the others learn addresses only
-at rebalances, and Faust refuses an assignment made out to another address.
-
-aiokafka and Faust know only the eager rebalance protocol (every member gives up all its
-partitions at every rebalance): neither implements cooperative rebalancing (KIP-429,
-aiokafka has no COOPERATIVE protocol and Faust's assignor is an eager one) nor the
-broker-side protocol of KIP-848, so a join or a leave still stops every worker for the
-rebalance. Static membership removes the rebalances of restarts, the common case.
-
-Two live workers with the same id would take the group place from each other: the
-broker hands the place to the newest, and the other one, whose heartbeat is then refused,
-would join again and take it back, both processing the same partitions. Two checks keep
-it to one worker per id:
-
-- at start (:func:`take_instance`), a member already holding the id is alive if its
-  ticks partitions still receive ticks (every worker sends one to each partition it owns
-  every 0.5 s): then the new worker refuses to start, naming the setting;
-- a worker whose place was taken (a new process joined with its id although the check
-  could not tell, e.g. its event loop was blocked) finds, before it would join again,
-  another member holding its id, and exits at once (exit code
-  :data:`FENCED_EXIT_CODE`): the partitions are the newcomer's now, so it writes nothing
-  more.
+Every worker joins Faust's consumer group with a ``group.instance.id`` (KIP-345),
+``SUPPLYFLOW_INSTANCE_ID`` or one derived from the host, the data dir and the app id
+(:func:`instance_id`). Restarted within the session timeout, a worker takes its own place
+back and gets its partitions again without a rebalance, and the other workers never stop.
+A worker stopped for good keeps its partitions until the session timeout unless it leaves
+(``SUPPLYFLOW_LEAVE_GROUP_ON_STOP``: a LeaveGroup by instance id once its consumer
+stopped; aiokafka never sends one for a static member). One worker per id: a new worker
+refuses to start while the holder of its id still sends ticks (:func:`take_instance`),
+and a worker that finds another member holding its id before it would join again exits
+with :data:`FENCED_EXIT_CODE`. A worker coming back with another web address gives its
+old place up first (Faust refuses an assignment made out to another address).
 
 aiokafka 0.14 speaks DescribeGroups only up to v3 and LeaveGroup up to v1, which carry no
-instance ids; the v4 and v3 requests defined here do (Kafka 2.4 or later).
+instance ids; the v4 and v3 requests are defined here (Kafka 2.4 or later). Neither
+aiokafka nor Faust implements cooperative rebalancing: see docs/failover.md.
 """
 
 from __future__ import annotations
@@ -82,6 +60,7 @@ FENCED_EXIT_CODE: Final = 3
 #: How long the start check watches a member's ticks partitions for a new tick: a live
 #: worker sends one to each every 0.5 s (three intervals, for a busy event loop).
 TICK_WATCH_S: Final = 1.5
+#: The member id of a LeaveGroup by instance id.
 _UNKNOWN_MEMBER_ID: Final = ""
 #: Reading the last tick of each partition: fetches, and the wait of each.
 _TAIL_FETCHES: Final = 5
@@ -364,16 +343,17 @@ _leave_on_close = False
 
 async def _rejoin_unless_fenced(self: Any, subscription: Any) -> bool:
     """``GroupCoordinator._do_rejoin_group`` that, for a static member that has been in
-    the group and lost its place, first checks whether another process holds its id."""
+    the group, first checks that no other member holds its instance id (one whose member
+    id is not this one's: another process took its place)."""
     instance = self._group_instance_id
-    lost = getattr(self, "_supplyflow_joined", False) and self.member_id == _UNKNOWN_MEMBER_ID
-    if instance is not None and lost and self.coordinator_id is not None:
+    rejoin = getattr(self, "_supplyflow_joined", False) and self.coordinator_id is not None
+    if instance is not None and rejoin:
         try:
             members = await _describe(self._client, self.coordinator_id, self.group_id)
         except KafkaError as exc:
             log.warning("could not check group instance id %s before rejoining: %r", instance, exc)
             members = []
-        taken = [m for m in members if m.instance_id == instance]
+        taken = [m for m in members if m.instance_id == instance and m.member_id != self.member_id]
         if taken:
             log.critical(
                 "another worker took this worker's place in consumer group %s: it joined "

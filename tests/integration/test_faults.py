@@ -55,7 +55,7 @@ pytestmark = pytest.mark.integration
 FULL_EVENTS: Final = 100_000
 BOUNDED_EVENTS: Final = 20_000
 #: The zero-crossing case: this much generated input, and hot positions crossing zero
-#: all along (about 690 records each) mixed in.
+#: all along (about 460 records each) mixed in.
 CROSSING_EVENTS: Final = 40_000
 HOT_POSITIONS: Final = 16
 #: At most this many kills of both workers, each right after a transition was written.
