@@ -111,7 +111,7 @@ class EntityActor:
         apply = partial(self.kind.apply, rules=self.rules)
         for partition, items in by_partition(accepted).items():
             batch = apply_entity_batch(
-                [(i.event.data.entity_key, i.event, i.offset) for i in items],
+                [(i.event.data.entity_key, i.event, i.offset, i.record.stream) for i in items],
                 self.loader(partition),
                 apply,
             )
@@ -128,13 +128,18 @@ class EntityActor:
                 )
         return [results[id(item)] for item in accepted]
 
-    def _send_deltas(self, partition: int, deltas: dict[str, list[list[int]]]) -> None:
-        source = f"{self.kind.name}:{partition}"
-        by_target: dict[int, list[list[Any]]] = {}
-        for pk, delta_items in deltas.items():
-            by_target.setdefault(partition_for(pk, self.partitions), []).append([pk, delta_items])
-        for target, entries in by_target.items():
-            self.outbox.add(self.deltas_topic, target, None, encode([source, entries]))
+    def _send_deltas(self, partition: int, deltas: dict[str, dict[str, list[list[int]]]]) -> None:
+        """One deltas record per target partition and input stream. The source names the
+        stream (``po:3``, or ``po:3/r`` for records routed to partition 3): positions keep a
+        watermark per source, and each stream's offsets only grow."""
+        for stream, by_key in deltas.items():
+            source = f"{self.kind.name}:{partition}" + (f"/{stream}" if stream else "")
+            by_target: dict[int, list[list[Any]]] = {}
+            for pk, delta_items in by_key.items():
+                target = partition_for(pk, self.partitions)
+                by_target.setdefault(target, []).append([pk, delta_items])
+            for target, entries in by_target.items():
+                self.outbox.add(self.deltas_topic, target, None, encode([source, entries]))
 
     def _write(self, partition: int, states: dict[str, Any]) -> None:
         for key, state in states.items():
@@ -143,13 +148,18 @@ class EntityActor:
             if due is not None:
                 self.index.push(partition, key, due)
 
-    async def tick(self, partition: int, owned: frozenset[int]) -> None:
-        """Fire every deadline of ``partition`` that is past due (plus grace).
+    async def tick(self, partition: int, owned: frozenset[int], read_up_to: int | None) -> None:
+        """Fire every deadline of ``partition`` whose due time plus grace is before both
+        the wall clock and ``read_up_to``: the time up to which every input partition has
+        been read for it (None: not known yet, nothing fires), so that no on-time answer
+        can still be unread.
 
         Queues the transitions and stages the states, like a batch (the agent commits).
         """
         self.index.ensure(owned, self.table.items)
-        now_ms = self.clock()
+        if read_up_to is None:
+            return
+        now_ms = min(self.clock(), read_up_to)
         keys = self.index.pop_due(partition, now_ms - self.rules.grace_ms)
         if not keys:
             return

@@ -18,16 +18,18 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 from supplyflow.agents.metrics import DEAD_LETTERED, Metrics, observe_all
 from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.config import RuntimeConfig
-from supplyflow.agents.runtime.driver import ReaderAgent, TickHandler
+from supplyflow.agents.runtime.driver import ReaderAgent
 from supplyflow.agents.runtime.outbox import Outbox
-from supplyflow.agents.runtime.progress import ProgressMarkers
+from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
 from supplyflow.agents.runtime.reader import InputReader
 from supplyflow.agents.runtime.records import Record, by_partition
+from supplyflow.agents.runtime.routing import ROUTED, Router
 from supplyflow.agents.runtime.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.agents.topics import DLQ
 from supplyflow.codecs import AnyEvent, DecodeError, build_dead_letter, decode_input
@@ -36,9 +38,11 @@ from supplyflow.codecs.dlq import DLQ_HEADER_PREFIX
 __all__ = [
     "Accepted",
     "EntityHandler",
+    "EntityTickHandler",
     "InputAgent",
     "Rejected",
     "SentLetters",
+    "complete_from_markers",
     "decode_batch",
     "register_input_agent",
     "replayed",
@@ -53,6 +57,7 @@ class Accepted:
 
     event: AnyEvent
     partition: int
+    #: its offset in the stream it was read from (``record.stream``)
     offset: int
     timestamp_ms: int | None
     #: the record it was decoded from
@@ -64,17 +69,34 @@ class Rejected:
     """A record that goes to the dead-letter topic."""
 
     error: DecodeError
+    #: the partition it was read in (its owner's: the ``dlq`` partition it goes to)
     partition: int
+    #: its offset in the stream it was read from
     offset: int
     timestamp_ms: int | None
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    #: (partition, offset) in its input topic, for a record routed from another
+    #: partition (see agents.runtime.routing); None: read where it was produced
+    origin: tuple[int, int] | None = None
+
+    @property
+    def stream(self) -> str:
+        return "" if self.origin is None else ROUTED
+
+    @property
+    def source(self) -> tuple[int, int]:
+        """(partition, offset) where it was produced: its provenance."""
+        return (self.partition, self.offset) if self.origin is None else self.origin
 
 
 #: Applies the valid events of one batch; returns, aligned with its input, each event's
 #: outcome (applied/duplicate/stale) or the error that sends it to the dead-letter topic.
 EntityHandler = Callable[[Sequence[Accepted]], Awaitable[list[str | DecodeError]]]
+#: Fires the deadlines of a partition on a tick: (partition, the partitions owned here,
+#: the time up to which the partition's input is read: None while unknown).
+EntityTickHandler = Callable[[int, frozenset[int], int | None], Awaitable[None]]
 
 
 def decode_batch(
@@ -94,7 +116,14 @@ def decode_batch(
             error.__traceback__ = error.__cause__ = error.__context__ = None
             rejected.append(
                 Rejected(
-                    error, msg.partition, msg.offset, timestamp_ms, msg.key, msg.value, headers
+                    error,
+                    msg.partition,
+                    msg.offset,
+                    timestamp_ms,
+                    msg.key,
+                    msg.value,
+                    headers,
+                    msg.origin,
                 )
             )
             continue
@@ -102,16 +131,18 @@ def decode_batch(
     return accepted, rejected
 
 
-def observe_processed(metrics: Metrics, topic: str, records: Sequence[Record]) -> None:
-    """Record-timestamp-to-processed latency and the last offset per partition."""
+def observe_processed(
+    metrics: Metrics, topic: str, applied: Sequence[Record], read: Sequence[Record]
+) -> None:
+    """Record-timestamp-to-processed latency of the records ``applied``, and the last
+    offset per partition of the input topic's records ``read`` (applied or routed on)."""
     now = time.time()
-    latencies: list[float] = []
-    last: dict[int, int] = {}
-    for msg in records:
-        if msg.timestamp:
-            latencies.append(max(0.0, now - msg.timestamp))
-        last[msg.partition] = msg.offset
+    latencies = [max(0.0, now - msg.timestamp) for msg in applied if msg.timestamp]
     observe_all(metrics.record_to_processed.labels(topic=topic), latencies)
+    last: dict[int, int] = {}
+    for msg in read:
+        if msg.origin is None:
+            last[msg.partition] = msg.offset
     for partition, offset in last.items():
         metrics.note_processed(topic, partition, offset)
 
@@ -120,49 +151,68 @@ def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
     """The dead-letter entry for an event the domain rejected."""
     msg = item.record
     return Rejected(
-        error, msg.partition, msg.offset, item.timestamp_ms, msg.key, msg.value, msg.headers
+        error,
+        msg.partition,
+        msg.offset,
+        item.timestamp_ms,
+        msg.key,
+        msg.value,
+        msg.headers,
+        msg.origin,
     )
 
 
-def replayed(partition: int, offset: int, floors: Mapping[int, int | None]) -> bool:
-    """Whether a record is at or below its partition's marker (``floors``, taken before the
-    batch): processed already, so its dead letter was sent and its outcome counted."""
-    floor = floors.get(partition)
+#: (input stream, partition) -> its marker before the batch
+Floors = Mapping[tuple[str, int], int | None]
+
+
+def replayed(stream: str, partition: int, offset: int, floors: Floors) -> bool:
+    """Whether a record is at or below its stream partition's marker (``floors``, taken
+    before the batch): processed already, so its dead letter was sent and its outcome
+    counted."""
+    floor = floors.get((stream, partition))
     return floor is not None and offset <= floor
+
+
+#: Where a dead letter's record was produced: (input topic, partition, offset).
+Source = tuple[str, int, int]
 
 
 class SentLetters:
     """The dead letters ``dlq`` already holds, per partition: read back on first use.
 
-    A dead letter goes to the ``dlq`` partition of its source partition, and is sent
-    before the marker that says its record is done; a worker killed in between leaves the
-    record to its successor, which would send the letter again. The successor reads the
-    partition's tail back once (see :mod:`supplyflow.agents.runtime.tail`) and skips letters whose
-    source topic and offset are already there. Shared by a worker's agents.
+    A dead letter goes to the ``dlq`` partition of the partition that owns its record
+    (where it was read, after routing), and is sent before the marker that says its
+    record is done; a worker killed in between leaves the record to its successor, which
+    would send the letter again. The successor reads the partition's tail back once (see
+    :mod:`supplyflow.agents.runtime.tail`) and skips letters whose source topic,
+    partition and offset are already there. Shared by a worker's agents.
     """
 
     def __init__(self, config: RuntimeConfig) -> None:
         self.kafka = config.kafka
         self.topic = config.topic(DLQ)
-        #: partition -> (source topic, source offset) -> None, oldest first
-        self._sent: dict[int, dict[tuple[str, int], None]] = {}
+        #: partition -> source of each letter -> None, oldest first
+        self._sent: dict[int, dict[Source, None]] = {}
 
     def forget(self, partitions: Sequence[int]) -> None:
         """Drop what is known of partitions this worker no longer owns."""
         for partition in partitions:
             self._sent.pop(partition, None)
 
-    async def of(self, partition: int) -> dict[tuple[str, int], None]:
+    async def of(self, partition: int) -> dict[Source, None]:
         """The letters in ``dlq[partition]`` (this process adds what it sends)."""
         sent = self._sent.get(partition)
         if sent is None:
-            found: dict[tuple[str, int], None] = {}
+            found: dict[Source, None] = {}
 
             def each(message: Any) -> None:
                 headers = dict(message.headers or ())
                 topic, offset = headers.get(_SOURCE_TOPIC), headers.get(_SOURCE_OFFSET)
-                if topic is not None and offset is not None:
-                    found[(topic.decode("utf-8", "replace"), int(offset))] = None
+                at = headers.get(_SOURCE_PARTITION)
+                if topic is not None and offset is not None and at is not None:
+                    name = topic.decode("utf-8", "replace")
+                    found[(name, int(at), int(offset))] = None
 
             await read_tail(self.kafka, self.topic, partition, each)
             sent = self._sent.setdefault(partition, found)
@@ -170,6 +220,7 @@ class SentLetters:
 
 
 _SOURCE_TOPIC: Final = f"{DLQ_HEADER_PREFIX}source-topic"
+_SOURCE_PARTITION: Final = f"{DLQ_HEADER_PREFIX}source-partition"
 _SOURCE_OFFSET: Final = f"{DLQ_HEADER_PREFIX}source-offset"
 
 
@@ -190,32 +241,32 @@ class DeadLetters:
         #: what ``dlq`` holds already (None: not checked, as in tests of a single process)
         self.letters = letters
 
-    async def add(
-        self, outbox: Outbox, rejected: Sequence[Rejected], floors: Mapping[int, int | None]
-    ) -> None:
+    async def add(self, outbox: Outbox, rejected: Sequence[Rejected], floors: Floors) -> None:
         """Queue every entry in ``outbox`` but replays (see :func:`replayed`) and letters
         already in ``dlq`` (a checkpoint's outbox: sent before the markers move)."""
         for bad in rejected:
-            if replayed(bad.partition, bad.offset, floors):
+            if replayed(bad.stream, bad.partition, bad.offset, floors):
                 continue
+            source_partition, source_offset = bad.source
+            source = (self.full_name, source_partition, source_offset)
             if self.letters is not None:
                 sent = await self.letters.of(bad.partition)
-                if (self.full_name, bad.offset) in sent:
+                if source in sent:
                     continue
-                sent[(self.full_name, bad.offset)] = None
+                sent[source] = None
                 if len(sent) > READ_BACK_RECORDS:
                     del sent[next(iter(sent))]
             letter = build_dead_letter(
                 bad.error,
                 topic=self.full_name,
-                partition=bad.partition,
-                offset=bad.offset,
+                partition=source_partition,
+                offset=source_offset,
                 timestamp_ms=bad.timestamp_ms,
                 key=bad.key,
                 value=bad.value,
                 headers=bad.headers,
             )
-            # The source partition: the owner of input partition p is dlq[p]'s only writer.
+            # The owner's partition: the owner of input partition p is dlq[p]'s only writer.
             outbox.add(self.dlq, bad.partition, letter.key, letter.value, letter.headers)
             self.metrics.dead_letters.labels(topic=self.topic, reason=bad.error.reason).inc()
             self.metrics.events.labels(
@@ -225,8 +276,8 @@ class DeadLetters:
             log.warning(
                 "dead-lettered %s[%d]@%d event_id=%s entity_id=%s: %s",
                 self.full_name,
-                bad.partition,
-                bad.offset,
+                source_partition,
+                source_offset,
                 bad.error.event_id,
                 entity_id,
                 bad.error,
@@ -234,35 +285,23 @@ class DeadLetters:
                     "event_id": bad.error.event_id,
                     "entity_id": entity_id,
                     "topic": self.full_name,
-                    "partition": bad.partition,
-                    "offset": bad.offset,
+                    "partition": source_partition,
+                    "offset": source_offset,
                     "reason": bad.error.reason,
                 },
             )
 
 
-async def complete_groups(
-    markers: ProgressMarkers, topic: str, groups: dict[int, list[Record]]
-) -> tuple[list[Record], dict[int, int | None]]:
-    """Complete each partition's records of ``topic`` in ``groups`` (in place, see
-    :meth:`ProgressMarkers.complete`); returns them as one batch, and each partition's
-    marker before the batch (replays are at or below it)."""
-    batch: list[Record] = []
-    floors: dict[int, int | None] = {}
-    for partition, group in groups.items():
-        floors[partition] = markers.last(topic, partition)
-        groups[partition] = await markers.complete(topic, partition, group)
-        batch.extend(groups[partition])
-    return batch, floors
-
-
 class InputAgent:
     """One input topic: its batches (from an :class:`InputReader`) and its ticks.
 
-    ``handler`` queues its outputs in the checkpoint's outbox and stages its states in
-    its table (the agent's); after each batch the agent stages the progress markers and
-    commits the checkpoint. With ``on_tick``, each tick of a partition calls it
-    (deadlines), and the checkpoint is committed the same way.
+    It reads the input topic and its routed topic (records of other partitions whose key
+    it owns, see :mod:`supplyflow.agents.runtime.routing`), forwards the records it does
+    not own, and hands the rest, decoded, to ``handler``, which queues its outputs in the
+    checkpoint's outbox and stages its states in its table; the agent then stages the
+    progress markers and commits the checkpoint. With ``on_tick``, each tick of a
+    partition calls it (deadlines) with the time up to which the partition's input is
+    known to be read, and the checkpoint is committed the same way.
     """
 
     def __init__(
@@ -274,10 +313,11 @@ class InputAgent:
         metrics: Metrics,
         checkpoint: Checkpoint,
         letters: SentLetters | None = None,
-        on_tick: TickHandler | None = None,
+        on_tick: EntityTickHandler | None = None,
     ) -> None:
         self.topic = topic
         self.input_name = config.topic(topic)
+        self.routed_name = config.routed_topic(topic)
         self.handler = handler
         self.metrics = metrics
         self.checkpoint = checkpoint
@@ -285,10 +325,25 @@ class InputAgent:
         self.max_bytes = config.max_record_bytes
         self.dead_letters = DeadLetters(config, topic, metrics, letters)
         self._on_tick = on_tick
+        self.router = Router(
+            topic=self.input_name,
+            routed=self.routed_name,
+            partitions=config.partitions,
+            markers=checkpoint.markers,
+            outbox=checkpoint.outbox,
+        )
+        self.reader = InputReader(
+            config, [self.input_name, self.routed_name], probed=[self.input_name]
+        )
 
     def marker_of(self, partition: int) -> dict[str, int | None]:
-        """The input topic's marker in ``partition``."""
-        return {self.input_name: self.markers.last(self.input_name, partition)}
+        """The input and routed topics' markers in ``partition``."""
+        return {t: self.markers.last(t, partition) for t in (self.input_name, self.routed_name)}
+
+    def discard(self) -> None:
+        """Drop what a failed batch queued (it is read again from the markers)."""
+        self.checkpoint.discard()
+        self.router.discarded()
 
     async def process_batch(self, records: Sequence[Record]) -> None:
         """Apply a batch of the input topic (partitions mixed, each in offset order)."""
@@ -296,10 +351,28 @@ class InputAgent:
         if groups:
             await self.process(groups)
 
+    async def _route(
+        self, partition: int, records: list[Record], floors: dict[tuple[str, int], int | None]
+    ) -> tuple[list[Record], list[Record]]:
+        """(the partition's records completed: each once, no gaps; those to apply)."""
+        topics = (self.input_name, self.routed_name)
+        marks = {t: self.markers.last(t, partition) for t in topics}
+        floors[("", partition)] = marks[self.input_name]
+        floors[(ROUTED, partition)] = marks[self.routed_name]
+        completed = await merge_completed(
+            records, topics, partial(complete_from_markers, self.markers, partition)
+        )
+        return completed, self.router.route(partition, completed, marks)
+
     async def process(self, groups: dict[int, list[Record]]) -> None:
         """Apply each partition's records (completed: each once, no gaps), in order."""
         topic, metrics = self.topic, self.metrics
-        batch, floors = await complete_groups(self.markers, self.input_name, groups)
+        floors: dict[tuple[str, int], int | None] = {}
+        completed: dict[int, list[Record]] = {}
+        batch: list[Record] = []
+        for partition, records in groups.items():
+            completed[partition], mine = await self._route(partition, records, floors)
+            batch.extend(mine)
         accepted, rejected = decode_batch(topic, batch, max_bytes=self.max_bytes)
         if accepted:
             results = await self.handler(accepted)
@@ -307,22 +380,39 @@ class InputAgent:
             for item, result in zip(accepted, results, strict=True):
                 if isinstance(result, DecodeError):
                     rejected.append(rejected_from(item, result))
-                elif not replayed(item.partition, item.offset, floors):
+                elif not replayed(item.record.stream, item.partition, item.offset, floors):
                     tally[(item.event.type, result)] += 1
             metrics.count_events(topic, tally)
         await self.dead_letters.add(self.checkpoint.outbox, rejected, floors)
-        for partition, completed in groups.items():
-            self.markers.record_all(self.input_name, partition, completed)
+        for partition, records in completed.items():
+            for name in (self.input_name, self.routed_name):
+                self.markers.record_all(name, partition, [r for r in records if r.topic == name])
         await self.checkpoint.commit()
+        self.router.committed()
+        forwarded = self.router.take_forwarded()
+        if forwarded:
+            metrics.records_routed.labels(topic=topic).inc(forwarded)
         if batch:
             metrics.batch_size.labels(topic=topic).observe(len(batch))
-            observe_processed(metrics, topic, batch)
+        read = [r for records in completed.values() for r in records if r.topic == self.input_name]
+        observe_processed(metrics, topic, batch, read)
 
     async def tick(self, partition: int, owned: frozenset[int]) -> None:
-        """The deadlines due in ``partition``: transitions first, then the states."""
+        """Deadlines due in ``partition`` (transitions first, then the states), and the
+        announcement of how far its input partition has been read."""
+        own = self.reader.read_up_to_ms(self.input_name, partition)
         if self._on_tick is not None:
-            await self._on_tick(partition, owned)
-            await self.checkpoint.commit()
+            await self._on_tick(partition, owned, self.router.read_up_to(partition, own))
+        if own is not None:
+            self.router.announce(partition, own)
+        await self.checkpoint.commit()
+
+
+async def complete_from_markers(
+    markers: ProgressMarkers, partition: int, topic: str, records: list[Record]
+) -> list[Record]:
+    """``markers.complete`` with its arguments in the order ``merge_completed`` takes."""
+    return await markers.complete(topic, partition, records)
 
 
 def register_input_agent(
@@ -334,7 +424,7 @@ def register_input_agent(
     metrics: Metrics,
     checkpoint: Checkpoint,
     letters: SentLetters | None = None,
-    on_tick: TickHandler | None = None,
+    on_tick: EntityTickHandler | None = None,
 ) -> ReaderAgent:
     """The reader agent for input topic ``topic`` (contract name, without prefix): its
     input is read in batches by an :class:`~supplyflow.agents.runtime.reader.InputReader`
@@ -349,13 +439,12 @@ def register_input_agent(
         letters=letters,
         on_tick=on_tick,
     )
-    reader = InputReader(config, [agent.input_name])
     return ReaderAgent(
         app,
-        reader,
+        agent.reader,
         ticks_topic=config.ticks_topic,
         handle=agent.process_batch,
         markers=agent.marker_of,
         on_tick=agent.tick,
-        on_error=checkpoint.discard,
+        on_error=agent.discard,
     )

@@ -73,6 +73,13 @@ class Metrics:
             ["topic", "reason"],
             registry=registry,
         )
+        self.records_routed = Counter(
+            "supplyflow_records_routed",
+            "Input records that arrived in a partition that does not own their key (a "
+            "producer not partitioning by murmur2), routed to the one that does, by topic",
+            ["topic"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "supplyflow_batch_size_records",
             "Records per processed batch, by topic",

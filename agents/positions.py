@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 import orjson
@@ -26,6 +27,7 @@ from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import (
     DeadLetters,
     SentLetters,
+    complete_from_markers,
     decode_batch,
     observe_processed,
     replayed,
@@ -37,6 +39,7 @@ from supplyflow.agents.runtime.driver import ReaderAgent
 from supplyflow.agents.runtime.progress import merge_completed
 from supplyflow.agents.runtime.reader import InputReader
 from supplyflow.agents.runtime.records import Record, by_partition
+from supplyflow.agents.runtime.routing import ROUTED, Router
 from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.agents.topics import INVENTORY_EVENTS, POSITIONS
 from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
@@ -44,6 +47,7 @@ from supplyflow.codecs.packing import unpack
 from supplyflow.tables.common import epoch_ms
 from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import (
+    INVENTORY_SOURCE,
     PositionState,
     WrittenLookup,
     adopt_overallocation,
@@ -77,6 +81,15 @@ class PositionActor:
         self.markers = checkpoint.markers
         self.deltas_topic = config.deltas_topic
         self.inventory_topic = config.topic(INVENTORY_EVENTS)
+        self.routed_topic = config.routed_topic(INVENTORY_EVENTS)
+        self.topics = (self.inventory_topic, self.routed_topic, self.deltas_topic)
+        self.router = Router(
+            topic=self.inventory_topic,
+            routed=self.routed_topic,
+            partitions=config.partitions,
+            markers=checkpoint.markers,
+            outbox=checkpoint.outbox,
+        )
         self.positions = config.topic(POSITIONS)
         self.io = checkpoint.io
         self.outbox = checkpoint.outbox
@@ -95,6 +108,10 @@ class PositionActor:
             await self.checkpoint.commit()
         finally:
             occurred, self._occurred = self._occurred, []
+        self.router.committed()
+        forwarded = self.router.take_forwarded()
+        if forwarded:
+            self.metrics.records_routed.labels(topic=INVENTORY_EVENTS).inc(forwarded)
         emitted = self.checkpoint.outputs_acknowledged_at * 1000
         observe_all(
             self.metrics.event_to_position,
@@ -102,45 +119,56 @@ class PositionActor:
         )
 
     async def _process(self, partition: int, records: list[Record]) -> None:
+        marks = {topic: self.markers.last(topic, partition) for topic in self.topics}
         completed = await self._complete(partition, records)
-        await self._process_partition(partition, completed)
-        for topic in (self.inventory_topic, self.deltas_topic):
+        await self._process_partition(partition, completed, marks)
+        for topic in self.topics:
             self.markers.record_all(topic, partition, [r for r in completed if r.topic == topic])
 
     def markers_of(self, partition: int) -> dict[str, int | None]:
-        """Both topics' markers in ``partition``."""
-        topics = (self.inventory_topic, self.deltas_topic)
-        return {topic: self.markers.last(topic, partition) for topic in topics}
+        """Every topic's marker in ``partition``."""
+        return {topic: self.markers.last(topic, partition) for topic in self.topics}
+
+    def discard(self) -> None:
+        """Drop what a failed batch queued (it is read again from the markers)."""
+        self.checkpoint.discard()
+        self.router.discarded()
 
     async def _complete(self, partition: int, events: list[Record]) -> list[Record]:
-        """Both topics' events of one partition: each once, skipped ones fetched.
+        """Every topic's events of one partition: each once, skipped ones fetched.
 
         Each topic's records stay in offset order (watermarks skip anything at or below
         the highest offset applied, so a fetched record must never overtake an earlier
-        live one); the two topics stay interleaved as they arrived.
+        live one); the topics stay interleaved as they arrived.
         """
         return await merge_completed(
-            events,
-            [self.inventory_topic, self.deltas_topic],
-            lambda topic, mine: self.markers.complete(topic, partition, mine),
+            events, self.topics, partial(complete_from_markers, self.markers, partition)
         )
 
-    async def _process_partition(self, partition: int, records: list[Record]) -> None:
+    async def _process_partition(
+        self, partition: int, records: list[Record], marks: dict[str, int | None]
+    ) -> None:
         work = _PartitionBatch(self.io, partition, record_time(datetime.now(UTC)))
-        floors = {partition: self.markers.last(self.inventory_topic, partition)}  # not moved yet
-        inventory = [r for r in records if r.topic == self.inventory_topic]
+        floors = {  # the markers before the batch: replays are at or below them
+            ("", partition): marks[self.inventory_topic],
+            (ROUTED, partition): marks[self.routed_topic],
+        }
+        records = self.router.route(partition, records, marks)
+        inventory = [r for r in records if r.topic != self.deltas_topic]
         accepted, rejected = decode_batch(INVENTORY_EVENTS, inventory, max_bytes=self.max_bytes)
-        by_offset = {a.offset: a for a in accepted}
+        decoded = {id(a.record): a for a in accepted}
         tally: Counter[tuple[str, str]] = Counter()
         for msg in records:
-            if msg.topic != self.inventory_topic:
+            if msg.topic == self.deltas_topic:
                 if msg.value is not None:  # (a deltas record always has one)
                     work.deltas(unpack(msg.value))
                 continue
-            item = by_offset.get(msg.offset)
+            item = decoded.get(id(msg))
             if item is not None and isinstance(item.event, _POSITION_EVENTS):
-                outcome = work.inventory(item.event, item.offset)
-                if not replayed(partition, item.offset, floors):
+                stream = msg.stream
+                source = INVENTORY_SOURCE + (f"/{stream}" if stream else "")
+                outcome = work.inventory(item.event, item.offset, source)
+                if not replayed(stream, partition, item.offset, floors):
                     tally[(item.event.type, outcome)] += 1
         self.metrics.count_events(INVENTORY_EVENTS, tally)
         work.check_overallocation(await self.emitter.written(partition))
@@ -156,8 +184,8 @@ class PositionActor:
         self._occurred.extend(work.occurred)
         for key in work.dirty:
             self.io.put(partition, key, work.cache[key].to_wire())
-        if inventory:
-            observe_processed(self.metrics, INVENTORY_EVENTS, inventory)
+        read = [r for r in records if r.topic == self.inventory_topic]
+        observe_processed(self.metrics, INVENTORY_EVENTS, inventory, read)
 
 
 class _PartitionBatch:
@@ -181,11 +209,13 @@ class _PartitionBatch:
             self.cache[key] = state
         return state
 
-    def inventory(self, event: InventoryAdjusted | InventorySnapshot, offset: int) -> str:
+    def inventory(
+        self, event: InventoryAdjusted | InventorySnapshot, offset: int, source: str
+    ) -> str:
         key = event.data.entity_key
         state = self.load(key)
         before = list(state.totals)
-        outcome, opened = apply_inventory_event(state, event, offset, now=self.now)
+        outcome, opened = apply_inventory_event(state, event, offset, now=self.now, source=source)
         self.transitions.extend(opened)
         self.dirty.add(key)  # a duplicate's too: see deltas()
         if outcome == "applied" and state.totals != before:
@@ -239,7 +269,7 @@ def register_position_agent(
         await actor.process(batch)
         batch_sizes.observe(len(batch))
 
-    reader = InputReader(config, [actor.inventory_topic, actor.deltas_topic])
+    reader = InputReader(config, actor.topics)
     return ReaderAgent(
         app,
         reader,
@@ -247,5 +277,5 @@ def register_position_agent(
         handle=handle,
         markers=actor.markers_of,
         on_tick=None,
-        on_error=checkpoint.discard,
+        on_error=actor.discard,
     )

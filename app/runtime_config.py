@@ -17,9 +17,11 @@ from supplyflow.agents.runtime.config import BatchTunables, RuntimeConfig
 from supplyflow.app.kafka_clients import client_options
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import (
+    INPUT_TOPICS,
     deltas_topic_name,
     input_group,
     max_input_message_bytes,
+    routed_topic_name,
     ticks_topic_name,
 )
 
@@ -40,6 +42,9 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         ticks_topic=ticks_topic_name(settings),
         input_group=input_group(settings),
         kafka=MappingProxyType(client_options(settings)),
+        routed_topics=MappingProxyType(
+            {settings.topic(name): routed_topic_name(settings, name) for name in INPUT_TOPICS}
+        ),
         batch=BatchTunables(
             settings.batch_max,
             settings.batch_window.total_seconds(),

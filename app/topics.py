@@ -43,6 +43,7 @@ __all__ = [
     "ensure_topics",
     "input_group",
     "read_topic",
+    "routed_topic_name",
     "ticks_topic_name",
     "topic_partitions",
     "topic_specs",
@@ -88,6 +89,12 @@ def ticks_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-ticks"
 
 
+def routed_topic_name(settings: Settings, contract: str) -> str:
+    """The internal topic that carries records of input topic ``contract`` to the partition
+    that owns their key, when a producer put them elsewhere (agents.runtime.routing)."""
+    return f"{settings.app_id}-{contract}-routed"
+
+
 def input_group(settings: Settings) -> str:
     """The consumer group the readers commit input offsets to (for Kafka's tools)."""
     return f"{settings.app_id}-input"
@@ -114,6 +121,9 @@ _CHANGELOG_CONFIG: Final = {
 
 #: Ticks are worthless after a moment; keep an hour for debugging.
 _TICKS_RETENTION_MS: Final = 3_600_000
+#: A routed record carries its origin in a header or two: room for them on top of the
+#: input topics' limit.
+_ROUTED_OVERHEAD_BYTES: Final = 4 * 1024
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -136,6 +146,23 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             for t in STATE_TABLES
         ),
         *(TopicSpec(settings.topic(name), n, dict(inputs)) for name in INPUT_TOPICS),
+        # Records routed to the partition that owns their key are input not yet applied:
+        # kept until the owner has applied them (it deletes what its changelog holds the
+        # marker past, see agents.runtime.routing), never by age.
+        *(
+            TopicSpec(
+                routed_topic_name(settings, name),
+                n,
+                {
+                    "retention.ms": "-1",
+                    "max.message.bytes": str(
+                        max_input_message_bytes(settings) + _ROUTED_OVERHEAD_BYTES
+                    ),
+                },
+                internal=True,
+            )
+            for name in INPUT_TOPICS
+        ),
         TopicSpec(settings.topic(POSITIONS), n, {"cleanup.policy": "compact"}),
         TopicSpec(settings.topic(EXCEPTIONS), n, {}),
         TopicSpec(

@@ -36,8 +36,8 @@ class EntityBatch(Generic[S]):
 
     #: key -> state to write: every key an event was applied to or found a duplicate in
     states: dict[str, S] = field(default_factory=dict)
-    #: position key -> delta items in offset order
-    deltas: dict[str, list[DeltaItem]] = field(default_factory=dict)
+    #: input stream -> position key -> delta items in offset order
+    deltas: dict[str, dict[str, list[DeltaItem]]] = field(default_factory=dict)
     #: per input event, in order: applied / duplicate / stale, or the rejection
     results: list[str | Rejection] = field(default_factory=list)
     #: exception transitions, in the order they happened
@@ -47,23 +47,24 @@ class EntityBatch(Generic[S]):
 
 
 def apply_entity_batch(
-    events: Sequence[tuple[str, E, int]],
+    events: Sequence[tuple[str, E, int, str]],
     load: Callable[[str], S | None],
     apply: Callable[[S | None, E], tuple[S | None, Applied | Rejection]],
-    *,
-    stream: str = "",
 ) -> EntityBatch[S]:
-    """Apply ``(key, event, offset)`` triples of one input ``stream`` (a topic partition,
-    read in offset order), in order, to the states ``load`` returns.
+    """Apply ``(key, event, offset, stream)`` tuples, in order, to the states ``load``
+    returns. ``stream`` names the input stream the event was read from (a topic partition,
+    read in offset order: ``""`` for the input topic, ``"r"`` for records routed from
+    other partitions, see ``agents.runtime.routing``).
 
     A state remembers the highest offset of each stream it processed (``offsets``): an
     event at or below it is a replay (a worker restarted on a local store ahead of the
     changelog re-applies what it finds there) and counts as a duplicate, whatever the
-    entity's age; its state is written again all the same.
+    entity's age; its state is written again all the same. Deltas are kept per stream:
+    each stream's offsets are the watermarks positions skip replays by.
     """
     batch: EntityBatch[S] = EntityBatch()
     cache: dict[str, S | None] = {}
-    for key, event, offset in events:
+    for key, event, offset, stream in events:
         state = cache[key] if key in cache else load(key)
         if state is not None and offset <= state.offsets.get(stream, -1):
             cache[key] = batch.states[key] = state
@@ -83,8 +84,11 @@ def apply_entity_batch(
         if result.outcome == "duplicate":
             continue
         occurred_ms = epoch_ms(event.occurred_at)  # type: ignore[attr-defined]
+        deltas = batch.deltas.get(stream)
+        if deltas is None:
+            deltas = batch.deltas[stream] = {}
         for pk, delta in result.deltas.items():
-            batch.deltas.setdefault(pk, []).append([offset, occurred_ms, *delta])
+            deltas.setdefault(pk, []).append([offset, occurred_ms, *delta])
         batch.transitions.extend(result.transitions)
         batch.sync.extend(result.sync)
     return batch

@@ -126,17 +126,24 @@ def apply_deltas(state: PositionState, source: str, items: list[DeltaItem]) -> l
 
 
 def apply_inventory_event(
-    state: PositionState, event: InventoryEvent, offset: int, *, now: str = ""
+    state: PositionState,
+    event: InventoryEvent,
+    offset: int,
+    *,
+    now: str = "",
+    source: str = INVENTORY_SOURCE,
 ) -> tuple[str, list[Transition]]:
-    """Apply an adjustment or snapshot; returns the outcome and exception transitions.
+    """Apply an adjustment or snapshot read at ``offset`` of the input stream ``source``
+    (``inventory``, or ``inventory/r`` for events routed from another partition); returns
+    the outcome and exception transitions.
 
     A snapshot whose ``on_hand`` differs from the computed one opens
     ``INVENTORY_MISMATCH`` for its system; a later matching snapshot resolves it.
     """
-    mark = state.watermarks.get(INVENTORY_SOURCE, -1)
+    mark = state.watermarks.get(source, -1)
     if offset <= mark or event.event_id in state.recent_ids:
         return "duplicate", []
-    state.watermarks[INVENTORY_SOURCE] = offset
+    state.watermarks[source] = offset
     state.recent_ids.append(event.event_id)
     if len(state.recent_ids) > RECENT_EVENT_IDS:
         del state.recent_ids[: len(state.recent_ids) - RECENT_EVENT_IDS]

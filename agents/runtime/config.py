@@ -52,8 +52,15 @@ class RuntimeConfig:
     input_group: str
     #: keyword arguments for every aiokafka client: ``bootstrap_servers`` and security
     kafka: Mapping[str, Any] = field(repr=False)
+    #: input topic (full name) -> the internal topic its records are routed through when
+    #: they arrive in a partition that does not own their key (see ``routing``)
+    routed_topics: Mapping[str, str] = field(default_factory=dict)
     batch: BatchTunables = BatchTunables()
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a contract topic such as ``po.events``."""
         return f"{self.topic_prefix}{name}"
+
+    def routed_topic(self, name: str) -> str:
+        """The routed topic of the contract input topic ``name`` (``po.events``...)."""
+        return self.routed_topics[self.topic(name)]

@@ -47,7 +47,9 @@ class Outbox:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self._pending: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Any]]] = {}
+        self._pending: dict[
+            tuple[str, int], list[tuple[bytes | None, bytes | None, Any, int | None]]
+        ] = {}
 
     def __len__(self) -> int:
         return sum(len(records) for records in self._pending.values())
@@ -63,12 +65,15 @@ class Outbox:
         key: bytes | None,
         value: bytes | None,
         headers: Headers | None = None,
+        *,
+        timestamp_ms: int | None = None,
     ) -> None:
-        """Queue one record for ``topic[partition]`` (in order with the others there)."""
+        """Queue one record for ``topic[partition]`` (in order with the others there);
+        its timestamp is ``timestamp_ms`` (default: when it is sent)."""
         records = self._pending.get((topic, partition))
         if records is None:
             records = self._pending[(topic, partition)] = []
-        records.append((key, value, list(headers) if headers else _NO_HEADERS))
+        records.append((key, value, list(headers) if headers else _NO_HEADERS, timestamp_ms))
 
     def add_keyed(
         self,
@@ -95,14 +100,14 @@ class Outbox:
         sent: list[tuple[tuple[str, int], int, Any]] = []
         for (topic, partition), records in pending.items():
             batch, count = producer.create_batch(), 0
-            for key, value, headers in records:
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            for key, value, headers, timestamp in records:
+                if batch.append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
                     future = await producer.send_batch(batch, topic, partition=partition)
                     # (append closed the full batch: producer.send() cannot add to it)
                     sent.append(((topic, partition), count, future))
                     batch, count = producer.create_batch(), 0
                     # A record larger than a batch still fits into an empty one.
-                    batch.append(key=key, value=value, timestamp=None, headers=headers)
+                    batch.append(key=key, value=value, timestamp=timestamp, headers=headers)
                 count += 1
             batch.close()  # an open batch would take records of producer.send() as well
             future = await producer.send_batch(batch, topic, partition=partition)

@@ -60,6 +60,9 @@ _COMMIT_EVERY_S: Final = 1.0
 _RETRY_AFTER_S: Final = 1.0
 #: At least this many bytes per partition fetch (aiokafka's default).
 _MIN_FETCH_BYTES: Final = 1024 * 1024
+#: How often a reader asks Kafka where its input partitions end, in seconds: how far the
+#: time a partition is known to be read up to lags behind (deadlines wait for it).
+_PROBE_EVERY_S: Final = 0.5
 
 
 def owned_partitions(app: Any, topic: str) -> frozenset[int]:
@@ -77,8 +80,13 @@ class InputReader:
         *,
         new_consumer: Callable[[], AIOKafkaConsumer] | None = None,
         commit_every_s: float = _COMMIT_EVERY_S,
+        probed: Sequence[str] = (),
+        probe_every_s: float = _PROBE_EVERY_S,
     ) -> None:
         self.commit_every_s = commit_every_s
+        #: topics whose read-up-to time is tracked (:meth:`read_up_to_ms`)
+        self.probed = frozenset(probed)
+        self.probe_every_s = probe_every_s
         self.config = config
         #: builds the (unstarted) consumer; the default connects as the config says
         self.new_consumer = new_consumer or self._default_consumer
@@ -95,6 +103,11 @@ class InputReader:
         self.version = 0
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
+        #: probed partition -> (when Kafka was asked, epoch s; the end offset it gave)
+        self._probes: dict[TopicPartition, tuple[float, int]] = {}
+        self._last_probe = 0.0
+        #: probed partition -> every record appended before this time is processed
+        self._read_up_to: dict[TopicPartition, float] = {}
 
     @property
     def active(self) -> frozenset[int]:
@@ -135,6 +148,7 @@ class InputReader:
         self._active.clear()
         self._next.clear()
         self._committed.clear()
+        self._probes.clear()  # (what was read up to stays true)
         if self._consumer is not None:
             self._consumer.assign([])
 
@@ -168,6 +182,53 @@ class InputReader:
             return None
         end = self._consumer.highwater(tp)
         return None if end is None else int(end)
+
+    async def probe(self) -> None:
+        """Ask Kafka where the probed active partitions end (at most every
+        ``probe_every_s``); :meth:`settle` later compares the reader's position with it."""
+        if self._consumer is None or not self.probed:
+            return
+        now = time.monotonic()
+        if now - self._last_probe < self.probe_every_s:
+            return
+        self._last_probe = now
+        partitions = [tp for tp in self._next if tp.topic in self.probed]
+        if not partitions:
+            return
+        asked = time.time()
+        version = self.version
+        try:
+            ends = await self._consumer.end_offsets(partitions)
+        except KafkaError as exc:  # the next probe asks again
+            log.debug("could not read the end offsets of %s: %r", ", ".join(self.topics), exc)
+            return
+        if self.version != version:
+            return  # the assignment changed meanwhile
+        for tp, end in ends.items():
+            if tp in self._next and tp not in self._probes:
+                self._probes[tp] = (asked, end)
+
+    async def settle(self) -> None:
+        """Call between batches (every record fetched handled): a probed partition whose
+        position reached the end its probe gave is read up to the time of the probe."""
+        consumer = self._consumer
+        if consumer is None or not self._probes:
+            return
+        for tp, (asked, end) in list(self._probes.items()):
+            if tp not in self._next:
+                del self._probes[tp]
+                continue
+            # The position, not the last record: control records of transactions and
+            # offsets compaction removed have none.
+            if await consumer.position(tp) >= end:
+                self._read_up_to[tp] = max(asked, self._read_up_to.get(tp, asked))
+                del self._probes[tp]
+
+    def read_up_to_ms(self, topic: str, partition: int) -> int | None:
+        """The time (epoch ms) before which every record of ``topic[partition]`` that
+        Kafka had was processed by this reader; None until known."""
+        up_to = self._read_up_to.get(TopicPartition(topic, partition))
+        return None if up_to is None else int(up_to * 1000)
 
     async def next_batch(self) -> tuple[int, list[Record]]:
         """(the assignment version it was read under, up to ``batch_max`` records).
@@ -258,8 +319,10 @@ async def read_batches(
     worker with it).
     """
     while not stopping.is_set():
+        await reader.probe()
         version, events = await reader.next_batch()
         if not events:
+            await reader.settle()
             await reader.commit()  # the last batch's offsets, once the input went quiet
             continue
         async with lock:
@@ -290,4 +353,5 @@ async def read_batches(
         if held_back:
             await asyncio.sleep(_RETRY_AFTER_S)
             continue
+        await reader.settle()
         await reader.commit()

@@ -27,6 +27,19 @@ class Record:
     headers: list[tuple[str, bytes]]
     #: the record's Kafka timestamp in seconds (None: the record carries none)
     timestamp: float | None
+    #: (partition, offset) of the record in its input topic, when it was read from a
+    #: routed topic (see :mod:`.routing`); None for a record read where it was produced
+    origin: tuple[int, int] | None = None
+
+    @property
+    def stream(self) -> str:
+        """The input stream it was read from: ``""`` its input topic, ``"r"`` routed."""
+        return "" if self.origin is None else "r"
+
+    @property
+    def source(self) -> tuple[int, int]:
+        """(partition, offset) where it was produced: its provenance in dead letters."""
+        return (self.partition, self.offset) if self.origin is None else self.origin
 
 
 def record_of(topic: str, partition: int, record: Any) -> Record:

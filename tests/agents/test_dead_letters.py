@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from supplyflow.agents import ingest
 from supplyflow.agents.ingest import DeadLetters, Rejected, SentLetters
 from supplyflow.agents.metrics import Metrics
+from supplyflow.agents.runtime.routing import ROUTED
 from supplyflow.app.runtime_config import runtime_config
 from supplyflow.app.settings import Settings
 from supplyflow.codecs import DecodeError, build_dead_letter
@@ -108,5 +109,34 @@ async def test_a_replay_at_or_below_the_marker_sends_nothing(
     dlq_tail: dict[int, list[Record]],
 ) -> None:
     letters, outbox = _letters(dlq_tail)
-    await letters.add(outbox, [_bad(0, 5), _bad(0, 6)], {0: 5})  # type: ignore[arg-type]
+    await letters.add(outbox, [_bad(0, 5), _bad(0, 6)], {("", 0): 5})  # type: ignore[arg-type]
     assert [dict(h)["supplyflow-source-offset"] for _, _, _, h in outbox.records] == [b"6"]
+
+
+def _routed(owner: int, origin: tuple[int, int], routed_offset: int) -> Rejected:
+    return Rejected(
+        DecodeError("invalid_json", "not JSON"),
+        owner,
+        routed_offset,
+        None,
+        b"PO-1",
+        b"{",
+        [],
+        origin,
+    )
+
+
+async def test_a_routed_record_goes_to_its_owners_partition_with_its_origin(
+    dlq_tail: dict[int, list[Record]],
+) -> None:
+    dlq_tail[3] = [_in_dlq(0, 7)]  # letter of po.events[0]@7, read back in dlq[3]
+    letters, outbox = _letters(dlq_tail)
+    batch = [_routed(3, (0, 7), 40), _routed(3, (1, 7), 41), _routed(3, (0, 8), 42)]
+    await letters.add(outbox, batch, {(ROUTED, 3): 40})  # type: ignore[arg-type]
+    # the replay (routed offset 40 at the marker) and the letter already in dlq are skipped;
+    # the same origin offset of another partition is another record
+    sent = [
+        (p, dict(h)["supplyflow-source-partition"], dict(h)["supplyflow-source-offset"])
+        for _, p, _, h in outbox.records
+    ]
+    assert sent == [(3, b"1", b"7"), (3, b"0", b"8")]

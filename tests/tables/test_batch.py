@@ -40,7 +40,8 @@ def _order_log(allocations: int) -> list[tuple[str, Any, int]]:
 def _run(
     log: list[tuple[str, Any, int]], state: OrderState | None, stream: str = ""
 ) -> tuple[OrderState, list[Any]]:
-    batch = apply_entity_batch(log, lambda key: state, apply_order_event, stream=stream)
+    events = [(key, event, offset, stream) for key, event, offset in log]
+    batch = apply_entity_batch(events, lambda key: state, apply_order_event)
     final = batch.states["SO-1"]
     return final, batch.results
 

@@ -70,9 +70,9 @@ class Simulation:
             return None if wire is None else from_wire(unpack(wire))
 
         result = apply_entity_batch(
-            [(e.data.entity_key, e, offset) for e, offset in batch], load, apply
+            [(e.data.entity_key, e, offset, "") for e, offset in batch], load, apply
         )
-        for pk, items in result.deltas.items():
+        for pk, items in result.deltas.get("", {}).items():
             self.deltas.append((pk, f"{kind}:{partition}", items))
         if self.rng.random() < self.crash_rate:
             return self.entity_batch(kind, partition, batch, apply, from_wire)  # replay
