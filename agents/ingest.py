@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
@@ -29,7 +29,7 @@ from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
 from supplyflow.agents.runtime.reader import InputReader
 from supplyflow.agents.runtime.records import Record, by_partition
-from supplyflow.agents.runtime.routing import ROUTED, Router
+from supplyflow.agents.runtime.routing import ROUTED, Purge, Router
 from supplyflow.agents.runtime.tail import READ_BACK_RECORDS, read_tail
 from supplyflow.agents.topics import DLQ
 from supplyflow.codecs import AnyEvent, DecodeError, build_dead_letter, decode_input
@@ -44,6 +44,7 @@ __all__ = [
     "SentLetters",
     "complete_from_markers",
     "decode_batch",
+    "purge_applied",
     "register_input_agent",
     "replayed",
 ]
@@ -335,6 +336,7 @@ class InputAgent:
         self.reader = InputReader(
             config, [self.input_name, self.routed_name], probed=[self.input_name]
         )
+        self.purge = Purge(config.kafka, self.routed_name)
 
     def marker_of(self, partition: int) -> dict[str, int | None]:
         """The input and routed topics' markers in ``partition``."""
@@ -406,6 +408,13 @@ class InputAgent:
         if own is not None:
             self.router.announce(partition, own)
         await self.checkpoint.commit()
+        await purge_applied(self.purge, self.markers, self.reader.active)
+
+
+async def purge_applied(purge: Purge, markers: ProgressMarkers, partitions: Iterable[int]) -> None:
+    """If it is time, delete the routed records applied in ``partitions`` (committed)."""
+    if purge.due():
+        await purge.run((p, markers.last(purge.topic, p)) for p in sorted(partitions))
 
 
 async def complete_from_markers(

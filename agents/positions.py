@@ -30,6 +30,7 @@ from supplyflow.agents.ingest import (
     complete_from_markers,
     decode_batch,
     observe_processed,
+    purge_applied,
     replayed,
 )
 from supplyflow.agents.metrics import Metrics, observe_all
@@ -39,7 +40,7 @@ from supplyflow.agents.runtime.driver import ReaderAgent
 from supplyflow.agents.runtime.progress import merge_completed
 from supplyflow.agents.runtime.reader import InputReader
 from supplyflow.agents.runtime.records import Record, by_partition
-from supplyflow.agents.runtime.routing import ROUTED, Router
+from supplyflow.agents.runtime.routing import ROUTED, Purge, Router
 from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.agents.topics import INVENTORY_EVENTS, POSITIONS
 from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
@@ -90,6 +91,7 @@ class PositionActor:
             markers=checkpoint.markers,
             outbox=checkpoint.outbox,
         )
+        self.purge = Purge(config.kafka, self.routed_topic)
         self.positions = config.topic(POSITIONS)
         self.io = checkpoint.io
         self.outbox = checkpoint.outbox
@@ -270,12 +272,17 @@ def register_position_agent(
         batch_sizes.observe(len(batch))
 
     reader = InputReader(config, actor.topics)
+
+    async def tick(partition: int, owned: frozenset[int]) -> None:
+        """Now and then, delete the routed inventory events this worker applied."""
+        await purge_applied(actor.purge, actor.markers, reader.active)
+
     return ReaderAgent(
         app,
         reader,
         ticks_topic=config.ticks_topic,
         handle=handle,
         markers=actor.markers_of,
-        on_tick=None,
+        on_tick=tick,
         on_error=actor.discard,
     )

@@ -30,6 +30,12 @@ key) that is the order they were produced in. A non-deterministic partitioner
 (round-robin, random) spreads one key over partitions, between which Kafka keeps no
 order; such records are applied in the order they reach the owner.
 
+**Kept until applied.** A routed topic keeps its records whatever their age (a forward
+not applied yet is input: workers down for a week must not lose it); the owner of *p*
+deletes, about once a minute, the records below its committed marker of
+``<topic>-routed[p]`` (:class:`Purge`): they are never read again, a successor resumes
+after the marker the changelog holds.
+
 **Read up to.** Deadlines fire only once no on-time answer can still be unread (see
 ``tables.deadlines``). For partition *p* that needs more than ``<topic>[p]``: an answer
 for one of *p*'s entities may sit unread in any other partition *q*, waiting to be
@@ -43,15 +49,20 @@ forward before it, and :meth:`Router.read_up_to` is the lowest of them all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Final
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.errors import KafkaError
 
 from supplyflow.agents.runtime.keys import partition_of
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers
 from supplyflow.agents.runtime.records import Record
 
-__all__ = ["ORIGIN_HEADER", "READ_UP_TO_HEADER", "ROUTED", "Router"]
+__all__ = ["ORIGIN_HEADER", "READ_UP_TO_HEADER", "ROUTED", "Purge", "Router"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +72,8 @@ ORIGIN_HEADER: Final = "supplyflow-origin"
 READ_UP_TO_HEADER: Final = "supplyflow-read-up-to"
 #: The stream name of records read from a routed topic (the input topic's is ``""``).
 ROUTED: Final = "r"
+#: How often an owner deletes the routed records it has applied, in seconds.
+PURGE_EVERY_S: Final = 60.0
 
 
 def _pair(value: bytes) -> tuple[int, int] | None:
@@ -261,3 +274,52 @@ class Router:
                 return None
             lowest = min(lowest, up_to)
         return lowest
+
+
+class Purge:
+    """Deletes the records of a routed topic that its owners have applied (see the module
+    doc), for the partitions of one worker, at most every ``every_s``."""
+
+    def __init__(
+        self,
+        kafka: Mapping[str, Any],
+        topic: str,
+        *,
+        every_s: float = PURGE_EVERY_S,
+        new_admin: Callable[[], Any] | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.every_s = every_s
+        self.new_admin = new_admin or self._default_admin
+        self._last = time.monotonic()
+        #: partition -> the offset records are deleted below
+        self._deleted: dict[int, int] = {}
+
+    def _default_admin(self) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(**self.kafka)
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.every_s
+
+    async def run(self, markers: Iterable[tuple[int, int | None]]) -> None:
+        """Delete, in each ``(partition, committed marker)``, the records at or below it."""
+        self._last = time.monotonic()
+        todo = {
+            TopicPartition(self.topic, partition): RecordsToDelete(marker + 1)
+            for partition, marker in markers
+            if marker is not None and marker + 1 > self._deleted.get(partition, 0)
+        }
+        if not todo:
+            return
+        admin = self.new_admin()
+        try:
+            await admin.start()
+            await admin.delete_records(todo)
+        except KafkaError as exc:  # the next run deletes them (retention never does)
+            log.warning("could not delete applied records of %s: %r", self.topic, exc)
+            return
+        finally:
+            await admin.close()
+        for tp, records in todo.items():
+            self._deleted[tp.partition] = records.before_offset

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from supplyflow.agents.runtime.keys import partition_of
 from supplyflow.agents.runtime.progress import ProgressMarkers
 from supplyflow.agents.runtime.records import Record
-from supplyflow.agents.runtime.routing import ORIGIN_HEADER, READ_UP_TO_HEADER, ROUTED, Router
+from supplyflow.agents.runtime.routing import (
+    ORIGIN_HEADER,
+    READ_UP_TO_HEADER,
+    ROUTED,
+    Purge,
+    Router,
+)
 from tests.agents.runtime.test_progress import DictTable
 
 IN = "t.po.events"
@@ -158,3 +165,27 @@ def test_a_record_supplyflow_did_not_write_is_skipped() -> None:
     router, _, _ = _router()
     stray = Record(ROUTED_TOPIC, 3, 0, b"PO-x", b"v", [], None)
     assert router.route(3, [stray], {}) == []
+
+
+class Admin:
+    def __init__(self, calls: list[dict[Any, Any]]) -> None:
+        self.calls = calls
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def delete_records(self, todo: dict[Any, Any]) -> dict[Any, int]:
+        self.calls.append({tp.partition: r.before_offset for tp, r in todo.items()})
+        return {}
+
+
+def test_applied_routed_records_are_deleted_below_the_committed_marker() -> None:
+    calls: list[dict[Any, Any]] = []
+    purge = Purge({}, ROUTED_TOPIC, every_s=0, new_admin=lambda: Admin(calls))
+    asyncio.run(purge.run([(0, 41), (1, None)]))  # 1: nothing applied yet
+    asyncio.run(purge.run([(0, 41), (2, 5)]))  # nothing new for 0
+    asyncio.run(purge.run([(0, 41)]))  # nothing at all: no request
+    assert calls == [{0: 42}, {2: 6}]
