@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from supplyflow.app.exceptions import AppError
+from supplyflow.app.partitioners import Partitioner
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.produce import produce_records
 from supplyflow.app.sample import SampleRecord
@@ -148,10 +149,15 @@ class Deployment:
         raise BenchError(f"the topics of {self.settings.topic_prefix}* have no leaders")
 
     async def produce(
-        self, records: Iterable[SampleRecord], on_progress: Callable[[int], None] | None = None
+        self,
+        records: Iterable[SampleRecord],
+        on_progress: Callable[[int], None] | None = None,
+        partitioner: Partitioner | None = None,
     ) -> int:
         await self.create_topics()
-        return await produce_records(self.settings, records, on_progress=on_progress)
+        return await produce_records(
+            self.settings, records, on_progress=on_progress, partitioner=partitioner
+        )
 
     def start_worker(self, index: int | str) -> WorkerProcess:
         env = {

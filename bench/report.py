@@ -68,6 +68,12 @@ def _throughput_md(part: dict[str, Any]) -> list[str]:
         f"{_pct(ratios['supplyflow_1_vs_ceiling'])} of the ceiling; 2 workers: "
         f"{ratios['supplyflow_2_vs_1']}x one worker.",
     ]
+    if ratios.get("routed_vs_murmur2") is not None:
+        lines.append(
+            f"Input partitioned by CRC32 (librdkafka's default), routed to the partitions that "
+            f"own the keys: {ratios['routed_vs_murmur2']}x the throughput of murmur2-partitioned "
+            "input."
+        )
     return lines
 
 

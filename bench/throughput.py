@@ -7,7 +7,10 @@ topics. Then, one after the other:
 1. ceiling: a bare aiokafka consumer reading the three input topics and decoding every
    record with supplyflow's decoder, nothing else;
 2. the usual way: :mod:`bench.naive` (one Faust table write per event);
-3. supplyflow, one worker process; 4. supplyflow, two worker processes.
+3. supplyflow, one worker process; 4. supplyflow, two worker processes;
+5. supplyflow, one worker, on a copy produced with librdkafka's default partitioner
+   (CRC32, as kcat and confluent-kafka): most records arrive in a partition that does
+   not own their key and take the routing hop; beside 3, that is the hop's cost.
 
 A supplyflow run is timed from the first record its workers wrote (a position delta,
 position, exception or dead letter) to the last one they emitted, from Kafka timestamps,
@@ -42,6 +45,9 @@ from bench.harness import (
     wait_drained,
     wait_group,
 )
+from supplyflow.agents.runtime.keys import partition_of
+from supplyflow.app.partitioners import partitioner
+from supplyflow.app.sample import SampleRecord
 from supplyflow.app.topics import INPUT_TOPICS, POSITIONS
 from supplyflow.app.workload import DISTRIBUTOR, iter_records
 from supplyflow.codecs import DecodeError, decode_input
@@ -169,6 +175,8 @@ def _supplyflow(
     expected: int,
     reference: dict[str, dict[str, int]],
     timeout: float,
+    *,
+    routed: float | None = None,
 ) -> dict[str, Any]:
     started = dep.start_workers(workers)
     try:
@@ -198,13 +206,24 @@ def _supplyflow(
             f"{before:,} of {expected:,} records were processed before all {workers} workers "
             "were in the group; the time includes that and the rebalance"
         )
-    return _result(
-        f"supplyflow_{workers}",
-        f"supplyflow, {workers} worker{plural}",
-        expected,
-        (last - first) / 1000,
-        **extra,
-    )
+    key, name = f"supplyflow_{workers}", f"supplyflow, {workers} worker{plural}"
+    if routed is not None:
+        key = f"{key}_routed"
+        name = f"{name}, input partitioned by CRC32 ({routed:.0%} of records routed)"
+        extra["routed_share"] = round(routed, 4)
+    return _result(key, name, expected, (last - first) / 1000, **extra)
+
+
+def _routed_share(records: Iterator[SampleRecord], partitions: int) -> float:
+    """The share of ``records`` a CRC32 partitioner puts outside their key's partition."""
+    crc32 = partitioner("crc32")
+    every = list(range(partitions))
+    total = moved = 0
+    for record in records:
+        total += 1
+        if record.key is not None:
+            moved += crc32(record.key, every, every) != partition_of(record.key, partitions)
+    return moved / total if total else 0.0
 
 
 def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
@@ -218,6 +237,7 @@ def run_throughput(
     shape = DISTRIBUTOR.scaled(plan.throughput_scale)
     one = Deployment(bootstrap, run_id, "tp1", work)
     two = Deployment(bootstrap, run_id, "tp2", work)
+    crc = Deployment(bootstrap, run_id, "tpc", work)
     try:
         count = 0
 
@@ -231,11 +251,16 @@ def run_throughput(
                     )
 
         reference = reference_positions(valid_events())
-        print(f"throughput: producing {count} records twice (one copy per deployment)", flush=True)
-        for dep in (one, two):
-            sent = asyncio.run(dep.produce(iter_records(seed, run_id, shape)))
+        print(
+            f"throughput: producing {count} records 3 times (one copy per deployment)", flush=True
+        )
+        spread = {crc: partitioner("crc32")}
+        for dep in (one, two, crc):
+            records = iter_records(seed, run_id, shape)
+            sent = asyncio.run(dep.produce(records, partitioner=spread.get(dep)))
             if sent != count:
                 raise BenchError(f"produced {sent} records, expected {count}")
+        share = _routed_share(iter_records(seed, run_id, shape), crc.settings.partitions)
         results = [asyncio.run(_ceiling(one, count, plan.timeout_s))]
         print(f"throughput: ceiling {results[-1]['events_per_s']} events/s", flush=True)
         results.append(_naive(one, count, plan.timeout_s))
@@ -244,10 +269,14 @@ def run_throughput(
         print(f"throughput: 1 worker {results[-1]['events_per_s']} events/s", flush=True)
         results.append(_supplyflow(two, 2, count, reference, plan.timeout_s))
         print(f"throughput: 2 workers {results[-1]['events_per_s']} events/s", flush=True)
+        results.append(_supplyflow(crc, 1, count, reference, plan.timeout_s, routed=share))
+        print(
+            f"throughput: 1 worker, CRC32 input {results[-1]['events_per_s']} events/s", flush=True
+        )
     finally:
-        asyncio.run(one.delete())
-        asyncio.run(two.delete())
-    ceiling, naive, sf1, sf2 = results
+        for dep in (one, two, crc):
+            asyncio.run(dep.delete())
+    ceiling, naive, sf1, sf2, sf1_routed = results
     return {
         "scale": plan.throughput_scale,
         "records": count,
@@ -258,5 +287,6 @@ def run_throughput(
             "supplyflow_1_vs_naive": _ratio(sf1, naive),
             "supplyflow_2_vs_1": _ratio(sf2, sf1),
             "supplyflow_2_vs_ceiling": _ratio(sf2, ceiling),
+            "routed_vs_murmur2": _ratio(sf1_routed, sf1),
         },
     }
