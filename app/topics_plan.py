@@ -20,6 +20,7 @@ from supplyflow.app.topics import (
     INPUT_TOPICS,
     POSITIONS,
     TopicSpec,
+    routed_topic_name,
     topic_specs,
 )
 
@@ -34,6 +35,8 @@ _CONTRACT_OPERATIONS: Final = {
     DLQ: ("Read", "Write", "Describe"),
 }
 _INTERNAL_OPERATIONS: Final = ("Read", "Write", "Describe")
+#: The routed topics also lose the records their owners applied (DeleteRecords).
+_ROUTED_OPERATIONS: Final = ("Read", "Write", "Describe", "Delete")
 _BOOTSTRAP_PLACEHOLDER: Final = "$BOOTSTRAP"
 
 
@@ -51,6 +54,8 @@ def default_principal(settings: Settings) -> str:
 
 
 def _operations(settings: Settings, spec: TopicSpec) -> tuple[str, ...]:
+    if spec.name in {routed_topic_name(settings, name) for name in INPUT_TOPICS}:
+        return _ROUTED_OPERATIONS
     if spec.internal:
         return _INTERNAL_OPERATIONS
     for name, operations in _CONTRACT_OPERATIONS.items():

@@ -54,6 +54,8 @@ def test_acls_grant_the_workers_what_they_do_and_nothing_more() -> None:
     assert ops["acme.inventory.positions"] == {"Write", "Describe"}
     assert ops["acme.dlq"] == {"Read", "Write", "Describe"}
     assert ops["sf-po-changelog"] == {"Read", "Write", "Describe"}
+    # workers delete the routed records they applied
+    assert ops["sf-po.events-routed"] == {"Read", "Write", "Describe", "Delete"}
     assert data["cluster_operations"] == []
     acls = _lines(render_plan(settings, "User:other"), "kafka-acls.sh")
     assert all(a[a.index("--allow-principal") + 1] == "User:other" for a in acls)
