@@ -34,15 +34,16 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def _check_throughput(part: dict[str, Any]) -> None:
     results = {r["key"]: r for r in part["results"]}
-    assert list(results) == ["ceiling", "naive", "supplyflow_1", "supplyflow_2"]
+    keys = ["ceiling", "naive", "supplyflow_1", "supplyflow_2", "supplyflow_1_routed"]
+    assert list(results) == keys
     assert part["records"] > 1000
-    for key in ("ceiling", "naive", "supplyflow_1", "supplyflow_2"):
+    for key in keys:
         r = results[key]
         assert r["events"] == part["records"], r
         assert r["seconds"] > 0, r
         # seconds are rounded to the millisecond in the report, the rate is not
         assert abs(r["events_per_s"] - r["events"] / r["seconds"]) <= r["events_per_s"] * 0.05 + 1
-    for key in ("supplyflow_1", "supplyflow_2"):
+    for key in ("supplyflow_1", "supplyflow_2", "supplyflow_1_routed"):
         assert results[key]["exact"] is True, results[key]  # positions equal the reference
     assert 0 <= results["supplyflow_2"]["processed_before_group_complete"] <= part["records"]
     assert part["ratios"]["supplyflow_1_vs_ceiling"] == round(
