@@ -1,9 +1,10 @@
-"""``python -m bench [all|throughput|latency|state|readme] [--quick|--smoke]``.
+"""``python -m bench [all|throughput|latency|state|readme|decode] [--quick|--smoke]``.
 
 ``all`` (the default) runs every part in one run against the broker at
 ``SUPPLYFLOW_BOOTSTRAP`` and writes ``<out>/<date>-<host>.json``, ``.md`` and PNG plots;
 ``readme`` rewrites the generated section of ``docs/benchmarks.md`` from the newest
-complete report.
+complete report. ``decode`` needs no broker: it times the ways to decode input records
+against each other (:mod:`bench.decode`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ _BROKER_CHECK_S: Final = 15.0
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("part", nargs="?", default="all", choices=["all", *PARTS, "readme"])
+    parser.add_argument(
+        "part", nargs="?", default="all", choices=["all", *PARTS, "readme", "decode"]
+    )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="scaled down: under 5 minutes")
     size.add_argument(
@@ -47,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--scale", type=float, help="throughput workload scale (overrides plan)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="decode: alternating rounds per candidate"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where reports are written")
     parser.add_argument(
         "--bootstrap", default=os.environ.get("SUPPLYFLOW_BOOTSTRAP", "127.0.0.1:9092")
@@ -106,6 +112,18 @@ def _run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     return report
 
 
+def _decode(args: argparse.Namespace) -> int:
+    from bench.decode import DEFAULT_SCALE, SMOKE_SCALE, markdown, run_decode
+
+    scale = args.scale or (SMOKE_SCALE if args.smoke else DEFAULT_SCALE)
+    rounds = 2 if args.smoke else args.rounds
+    part = run_decode(scale, rounds, args.seed)
+    command = "python -m bench " + shlex.join(sys.argv[1:])
+    print(f"{command} (scale {scale}, Python {platform.python_version()})\n")
+    print(markdown(part))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # aiokafka warns about every retry while new topics elect leaders; retries are normal.
@@ -117,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             update_page(args.page, source)
             print(f"{args.page}: benchmark section from {source}")
             return 0
+        if args.part == "decode":
+            return _decode(args)
         plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
         if args.scale is not None:
             plan = replace(plan, throughput_scale=args.scale)
