@@ -39,13 +39,16 @@ def _pct(value: float | None) -> str:
 def _throughput_md(part: dict[str, Any]) -> list[str]:
     results = {r["key"]: r for r in part["results"]}
     ceiling = results["ceiling"]["events_per_s"]
+    # Reports from 2026-12-05 on: CPU of the worker processes per record.
+    cpu = any("worker_cpu_us_per_event" in r for r in part["results"])
     lines = [
         f"**Throughput**: {part['records']:,} records (distributor workload at scale "
         f"{part['scale']}, {part['sku_locations']:,} SKU-locations), all produced before "
         "any pipeline reads them.",
         "",
-        "| pipeline | events | seconds | events/s | of ceiling | positions exact |",
-        "|---|---:|---:|---:|---:|---|",
+        "| pipeline | events | seconds | events/s | of ceiling | positions exact |"
+        + (" worker CPU µs/event |" if cpu else ""),
+        "|---|---:|---:|---:|---:|---|" + ("---:|" if cpu else ""),
     ]
     notes = []
     for r in part["results"]:
@@ -59,6 +62,7 @@ def _throughput_md(part: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {r['name']}{mark} | {r['events']:,} | {r['seconds']:.1f} | {rate} "
             f"| {_pct(share) if r['events'] else '-'} | {exact[r.get('exact')]} |"
+            + (f" {r.get('worker_cpu_us_per_event', '-')} |" if cpu else "")
         )
     lines += [f"\n({i + 1}) {note}" for i, note in enumerate(notes)]
     ratios = part["ratios"]

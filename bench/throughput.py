@@ -39,6 +39,7 @@ from bench.harness import (
     BenchError,
     Deployment,
     Plan,
+    cpu_seconds,
     edge_timestamps,
     processed,
     read_since,
@@ -183,11 +184,13 @@ def _supplyflow(
         wait_group(dep.bootstrap, dep.settings.app_id, workers, timeout)
         stable_ms = time.time() * 1000
         before = processed(started)
+        cpu_before = sum(cpu_seconds(worker) for worker in started)
         if not wait_drained(dep, expected, timeout):
             raise BenchError(
                 f"{workers} worker(s) did not process {expected} records in {timeout:.0f}s "
                 f"(got {processed(started)}):\n{dep.log_tails()}"
             )
+        cpu_used = sum(cpu_seconds(worker) for worker in started) - cpu_before
         first, _ = asyncio.run(edge_timestamps(dep.bootstrap, [*dep.outputs, dep.deltas_topic()]))
         _, last = asyncio.run(edge_timestamps(dep.bootstrap, dep.outputs))
     finally:
@@ -200,6 +203,9 @@ def _supplyflow(
         "exact": wrong == 0,
         "positions_wrong": wrong,
         "processed_before_group_complete": before if first < stable_ms else 0,
+        # CPU (user + system) of the worker processes per record processed after the
+        # group formed: the cost of a record, whatever the machine's other load.
+        "worker_cpu_us_per_event": round(cpu_used / max(1, expected - before) * 1e6, 1),
     }
     if workers > 1 and first < stable_ms and before > expected * 0.01:
         extra["note"] = (
