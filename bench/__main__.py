@@ -112,13 +112,13 @@ def _run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     return report
 
 
-def _decode(args: argparse.Namespace) -> int:
+def _decode(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.decode import DEFAULT_SCALE, SMOKE_SCALE, markdown, run_decode
 
     scale = args.scale or (SMOKE_SCALE if args.smoke else DEFAULT_SCALE)
     rounds = 2 if args.smoke else args.rounds
     part = run_decode(scale, rounds, args.seed)
-    command = "python -m bench " + shlex.join(sys.argv[1:])
+    command = "python -m bench " + shlex.join(argv)
     print(f"{command} (scale {scale}, Python {platform.python_version()})\n")
     print(markdown(part))
     return 0
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.page}: benchmark section from {source}")
             return 0
         if args.part == "decode":
-            return _decode(args)
+            return _decode(args, sys.argv[1:] if argv is None else argv)
         plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
         if args.scale is not None:
             plan = replace(plan, throughput_scale=args.scale)

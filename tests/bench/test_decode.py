@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from bench import decode as bench_decode
+from bench.__main__ import main as bench_main
 from bench.onepass import STRUCTS, decode_json_event
 from supplyflow.app.sample import SampleRecord, sample_scenario
 from supplyflow.app.workload import DISTRIBUTOR, iter_records
@@ -200,3 +201,11 @@ def test_run_decode_reports_every_candidate() -> None:
     for result in part["results"].values():
         assert result["us_per_record_median"] > 0
     assert "| msgspec |" in bench_decode.markdown(part)
+
+
+def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["decode", "--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("python -m bench decode --smoke")
+    for name in bench_decode.CANDIDATES:
+        assert f"| {name} |" in out

@@ -45,6 +45,8 @@ def _check_throughput(part: dict[str, Any]) -> None:
         assert abs(r["events_per_s"] - r["events"] / r["seconds"]) <= r["events_per_s"] * 0.05 + 1
     for key in ("supplyflow_1", "supplyflow_2", "supplyflow_1_routed"):
         assert results[key]["exact"] is True, results[key]  # positions equal the reference
+        assert results[key]["worker_cpu_us_per_event"] >= 0, results[key]
+    assert results["supplyflow_1"]["worker_cpu_us_per_event"] > 0
     assert 0 <= results["supplyflow_2"]["processed_before_group_complete"] <= part["records"]
     assert part["ratios"]["supplyflow_1_vs_ceiling"] == round(
         results["supplyflow_1"]["events_per_s"] / results["ceiling"]["events_per_s"], 3
