@@ -98,12 +98,7 @@ class WorkerProcess:
     ):
         self.processes = processes
         self.web_port = web_port or free_port(span=processes)
-        self.env = {
-            **os.environ,
-            **env,
-            "SUPPLYFLOW_WEB_PORT": str(self.web_port),
-            "SUPPLYFLOW_PROCESSES": str(processes),
-        }
+        self.env = {**os.environ, **env, "SUPPLYFLOW_WEB_PORT": str(self.web_port)}
         self.env.setdefault("SUPPLYFLOW_WEB_HOST", "127.0.0.1")
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -135,12 +130,15 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supplyflow", "worker"],
+            [sys.executable, "-m", "supplyflow", "worker", *self._processes_flag()],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def _processes_flag(self) -> list[str]:
+        return ["--processes", str(self.processes)] if self.processes > 1 else []
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
