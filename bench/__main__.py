@@ -1,9 +1,10 @@
-"""``python -m bench [all|throughput|latency|state|readme] [--quick|--smoke]``.
+"""``python -m bench [all|throughput|latency|state|processes|readme] [--quick|--smoke]``.
 
 ``all`` (the default) runs every part in one run against the broker at
 ``SUPPLYFLOW_BOOTSTRAP`` and writes ``<out>/<date>-<host>.json``, ``.md`` and PNG plots;
-``readme`` rewrites the generated section of ``docs/benchmarks.md`` from the newest
-complete report.
+``processes`` (not part of ``all``) compares one worker process with ``--processes 2``
+over ``--rounds`` alternated rounds; ``readme`` rewrites the generated section of
+``docs/benchmarks.md`` from the newest complete report.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,13 +36,20 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 RESULTS: Final = ROOT / "bench" / "results"
 PARTS: Final = ("throughput", "latency", "state")
 #: The deployments (topic prefix and app id suffixes) each part uses.
-DEPLOYMENTS: Final = {"throughput": ("tp1", "tp2"), "latency": ("latency",), "state": ("state",)}
+DEPLOYMENTS: Final = {
+    "throughput": ("tp1", "tp2", "tpp"),
+    "latency": ("latency",),
+    "state": ("state",),
+    "processes": (),  # a fresh pair per round, primed by the part itself
+}
 _BROKER_CHECK_S: Final = 15.0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("part", nargs="?", default="all", choices=["all", *PARTS, "readme"])
+    parser.add_argument(
+        "part", nargs="?", default="all", choices=["all", *PARTS, "processes", "readme"]
+    )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="scaled down: under 5 minutes")
     size.add_argument(
@@ -47,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--scale", type=float, help="throughput workload scale (overrides plan)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="processes: alternated rounds (default 3)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where reports are written")
     parser.add_argument(
         "--bootstrap", default=os.environ.get("SUPPLYFLOW_BOOTSTRAP", "127.0.0.1:9092")
@@ -64,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     from bench.latency import run_latency
+    from bench.processes import run_processes
     from bench.state import run_state
     from bench.throughput import run_throughput
 
@@ -88,7 +102,12 @@ def _run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
         "command": "python -m bench " + shlex.join(sys.argv[1:]),
     }
     parts = PARTS if args.part == "all" else (args.part,)
-    runners = {"throughput": run_throughput, "latency": run_latency, "state": run_state}
+    runners: dict[str, Callable[[Plan, str, str, Path, int], dict[str, Any]]] = {
+        "throughput": run_throughput,
+        "latency": run_latency,
+        "state": run_state,
+        "processes": partial(run_processes, rounds=args.rounds),
+    }
     work = Path(tempfile.mkdtemp(prefix=f"supplyflow-{run_id}-"))
     clock = time.monotonic()
     try:
