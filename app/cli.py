@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from supplyflow import __version__
 from supplyflow.app import kafka_records
+from supplyflow.app.exceptions import USAGE_EXIT_CODE
 from supplyflow.errors import SupplyflowError
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 log = logging.getLogger("supplyflow")
-_USAGE_ERROR = 2
 _PING_TIMEOUT_S = 3.0
 
 
@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         "--leave",
         action="store_true",
         help="on SIGTERM, leave the consumer group at once (SUPPLYFLOW_LEAVE_GROUP_ON_STOP)",
+    )
+    worker.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="run N worker processes (one group member each) under one supervisor: "
+        "overrides SUPPLYFLOW_PROCESSES (default 1)",
     )
 
     kafka = sub.add_parser("kafka", help="a local single-node Apache Kafka for development")
@@ -156,7 +163,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         overrides["web_port"] = args.web_port
     if args.leave:
         overrides["leave_group_on_stop"] = True
+    if args.processes is not None:
+        overrides["processes"] = args.processes
     settings = load_settings(args.config, **overrides)
+    if settings.processes > 1:
+        from supplyflow.app.supervisor import run_supervisor
+
+        return run_supervisor(settings, args.config)
     return run_worker(settings)
 
 
@@ -425,6 +438,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except SupplyflowError as exc:
         print(f"supplyflow {args.command}: {exc}", file=sys.stderr)
-        return _USAGE_ERROR
+        return USAGE_EXIT_CODE
     except KeyboardInterrupt:
         return 130

@@ -1,8 +1,14 @@
 """Errors raised while building and running the application (settings, CLI, workers)."""
 
+from typing import Final
+
 from supplyflow.errors import SupplyflowError
 
-__all__ = ["AppError", "SettingsError"]
+__all__ = ["USAGE_EXIT_CODE", "AppError", "SettingsError"]
+
+#: Exit code of a command stopped by an error the operator can fix (a bad setting, a missing
+#: broker): one clear message, no traceback.
+USAGE_EXIT_CODE: Final = 2
 
 
 class AppError(SupplyflowError):

@@ -1,7 +1,8 @@
 """Running worker processes from Python: the demo, the benchmark and the tests use this.
 
 A :class:`WorkerProcess` is a real ``supplyflow worker`` child process with its own
-environment (topic prefix, app id, data dir, web port) and log file.
+environment (topic prefix, app id, data dir, web port) and log file; with ``processes=N``
+it is a supervisor whose N worker processes answer on ``web_port`` to ``web_port + N - 1``.
 """
 
 from __future__ import annotations
@@ -88,8 +89,15 @@ def scrape(
 class WorkerProcess:
     """One ``supplyflow worker`` child process."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, web_port: int | None = None):
-        self.web_port = web_port or free_port()
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        web_port: int | None = None,
+        processes: int = 1,
+    ):
+        self.processes = processes
+        self.web_port = web_port or free_port(span=processes)
         self.env = {**os.environ, **env, "SUPPLYFLOW_WEB_PORT": str(self.web_port)}
         self.env.setdefault("SUPPLYFLOW_WEB_HOST", "127.0.0.1")
         self.log_path = log_path
@@ -98,48 +106,76 @@ class WorkerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        return self.process_url(0)
+
+    def process_url(self, process: int) -> str:
+        """The URL of worker process ``process`` (0 when there is no supervisor)."""
+        return f"http://127.0.0.1:{self.web_port + process}"
+
+    def child_pids(self) -> list[int]:
+        """The supervisor's worker processes (Linux ``/proc``), oldest first."""
+        if self.proc is None:
+            return []
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            if int(fields[1]) == self.proc.pid:  # the parent's pid
+                children.append((int(fields[19]), int(stat.parent.name)))  # start time
+        return [pid for _, pid in sorted(children)]
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supplyflow", "worker"],
+            [sys.executable, "-m", "supplyflow", "worker", *self._processes_flag()],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
+    def _processes_flag(self) -> list[str]:
+        return ["--processes", str(self.processes)] if self.processes > 1 else []
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    def get(
+        self, path: str, headers: Mapping[str, str] | None = None, process: int = 0
+    ) -> tuple[int, bytes]:
         """GET ``path``; without ``headers``, with the worker's API token if it has one."""
         if headers is None:
             token = self.env.get("SUPPLYFLOW_API_TOKEN", "").strip()
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return _get(self.url + path, headers)
+        return _get(self.process_url(process) + path, headers)
 
     def wait_healthy(self, timeout: float) -> None:
-        """Wait until ``/health`` answers 200; raise with the log tail if it does not."""
+        """Wait until ``/health`` of every process answers 200; raise with the log tail if
+        they do not."""
         deadline = time.monotonic() + timeout
+        waiting = list(range(self.processes))
         while time.monotonic() < deadline:
             if not self.alive():
                 raise AppError(f"worker exited early:\n{self.log_tail()}")
             try:
-                status, _ = self.get("/health")
+                status, _ = self.get("/health", process=waiting[0])
             except OSError:
                 status = 0
             if status == 200:
-                return
+                waiting.pop(0)
+                if not waiting:
+                    return
+                continue
             time.sleep(_POLL_S)
         raise AppError(f"worker not healthy after {timeout:.0f}s:\n{self.log_tail()}")
 
     def metrics(
-        self, timeout: float = HTTP_TIMEOUT_S
+        self, timeout: float = HTTP_TIMEOUT_S, process: int = 0
     ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return scrape(self.url + "/metrics", timeout)
+        return scrape(self.process_url(process) + "/metrics", timeout)
 
     def kill(self) -> None:
         """SIGKILL: the crash case."""

@@ -121,6 +121,13 @@ class Settings(BaseSettings):
         description="a stopped worker leaves the group at once (its partitions move now) "
         "instead of keeping them for a restart within the session timeout",
     )
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="worker processes one `supplyflow worker` runs under a supervisor, each "
+        "a member of the group with its own data dir (DATA_DIR/p<i>) and port (WEB_PORT + i)",
+    )
     batch_max: int = Field(
         default=2000, ge=1, le=100_000, description="most records an agent takes per batch"
     )

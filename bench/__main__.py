@@ -1,10 +1,11 @@
-"""``python -m bench [all|throughput|latency|state|readme|decode] [--quick|--smoke]``.
+"""``python -m bench [all|throughput|latency|state|processes|readme|decode] [--quick|--smoke]``.
 
 ``all`` (the default) runs every part in one run against the broker at
 ``SUPPLYFLOW_BOOTSTRAP`` and writes ``<out>/<date>-<host>.json``, ``.md`` and PNG plots;
-``readme`` rewrites the generated section of ``docs/benchmarks.md`` from the newest
-complete report. ``decode`` needs no broker: it times the ways to decode input records
-against each other (:mod:`bench.decode`).
+``processes`` (not part of ``all``) compares one worker process with ``--processes 2``
+over ``--rounds`` alternated rounds; ``readme`` rewrites the generated section of
+``docs/benchmarks.md`` from the newest complete report. ``decode`` needs no broker: it
+times the ways to decode input records against each other (:mod:`bench.decode`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,14 +37,22 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 RESULTS: Final = ROOT / "bench" / "results"
 PARTS: Final = ("throughput", "latency", "state")
 #: The deployments (topic prefix and app id suffixes) each part uses.
-DEPLOYMENTS: Final = {"throughput": ("tp1", "tp2"), "latency": ("latency",), "state": ("state",)}
+DEPLOYMENTS: Final = {
+    "throughput": ("tp1", "tp2", "tpp"),
+    "latency": ("latency",),
+    "state": ("state",),
+    "processes": (),  # a fresh pair per round, primed by the part itself
+}
 _BROKER_CHECK_S: Final = 15.0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "part", nargs="?", default="all", choices=["all", *PARTS, "readme", "decode"]
+        "part",
+        nargs="?",
+        default="all",
+        choices=["all", *PARTS, "processes", "readme", "decode"],
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="scaled down: under 5 minutes")
@@ -51,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, help="throughput workload scale (overrides plan)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
-        "--rounds", type=int, default=10, help="decode: alternating rounds per candidate"
+        "--rounds",
+        type=int,
+        help="alternated rounds: processes (default 3), decode (default 10, per candidate)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where reports are written")
     parser.add_argument(
@@ -70,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     from bench.latency import run_latency
+    from bench.processes import run_processes
     from bench.state import run_state
     from bench.throughput import run_throughput
 
@@ -94,7 +108,12 @@ def _run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
         "command": "python -m bench " + shlex.join(sys.argv[1:]),
     }
     parts = PARTS if args.part == "all" else (args.part,)
-    runners = {"throughput": run_throughput, "latency": run_latency, "state": run_state}
+    runners: dict[str, Callable[[Plan, str, str, Path, int], dict[str, Any]]] = {
+        "throughput": run_throughput,
+        "latency": run_latency,
+        "state": run_state,
+        "processes": partial(run_processes, rounds=args.rounds or 3),
+    }
     work = Path(tempfile.mkdtemp(prefix=f"supplyflow-{run_id}-"))
     clock = time.monotonic()
     try:
@@ -116,7 +135,7 @@ def _decode(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.decode import DEFAULT_SCALE, SMOKE_SCALE, markdown, run_decode
 
     scale = args.scale or (SMOKE_SCALE if args.smoke else DEFAULT_SCALE)
-    rounds = 2 if args.smoke else args.rounds
+    rounds = 2 if args.smoke else args.rounds or 10
     part = run_decode(scale, rounds, args.seed)
     command = "python -m bench " + shlex.join(argv)
     print(f"{command} (scale {scale}, Python {platform.python_version()})\n")

@@ -159,7 +159,8 @@ class Deployment:
             self.settings, records, on_progress=on_progress, partitioner=partitioner
         )
 
-    def start_worker(self, index: int | str) -> WorkerProcess:
+    def start_worker(self, index: int | str, processes: int = 1) -> WorkerProcess:
+        """A ``supplyflow worker`` (with ``processes`` > 1: a supervisor and its processes)."""
         env = {
             "SUPPLYFLOW_BOOTSTRAP": self.settings.bootstrap,
             "SUPPLYFLOW_TOPIC_PREFIX": self.settings.topic_prefix,
@@ -168,13 +169,13 @@ class Deployment:
             "SUPPLYFLOW_DATA_DIR": str(self.data_dir(index)),
             "SUPPLYFLOW_LOG_LEVEL": "WARNING",
         }
-        worker = WorkerProcess(env, self.work / f"worker-{index}.log")
+        worker = WorkerProcess(env, self.work / f"worker-{index}.log", processes=processes)
         worker.start()
         self.workers.append(worker)
         return worker
 
-    def start_workers(self, count: int) -> list[WorkerProcess]:
-        started = [self.start_worker(i) for i in range(count)]
+    def start_workers(self, count: int, processes: int = 1) -> list[WorkerProcess]:
+        started = [self.start_worker(i, processes) for i in range(count)]
         for worker in started:
             worker.wait_healthy(WORKER_READY_S)
         return started
@@ -250,12 +251,14 @@ def prime(bootstrap: str, run_id: str, work: Path, names: Iterable[str]) -> None
 
 
 def processed(workers: Iterable[WorkerProcess], timeout: float = SCRAPE_TIMEOUT_S) -> int:
-    """Input records the workers have finished (applied, duplicate, stale or dead-lettered)."""
+    """Input records the workers (each of their processes) have finished (applied,
+    duplicate, stale or dead-lettered)."""
     total = 0.0
     for worker in workers:
-        for (name, _), value in worker.metrics(timeout).items():
-            if name == "supplyflow_events_total":
-                total += value
+        for process in range(worker.processes):
+            for (name, _), value in worker.metrics(timeout, process).items():
+                if name == "supplyflow_events_total":
+                    total += value
     return int(total)
 
 

@@ -78,6 +78,35 @@ def _throughput_md(part: dict[str, Any]) -> list[str]:
             f"own the keys: {ratios['routed_vs_murmur2']}x the throughput of murmur2-partitioned "
             "input."
         )
+    if ratios.get("supplyflow_1x2_vs_1") is not None:
+        lines.append(
+            f"One `supplyflow worker --processes 2` (a supervisor, two worker processes): "
+            f"{ratios['supplyflow_1x2_vs_1']}x one worker process."
+        )
+    return lines
+
+
+def _processes_md(part: dict[str, Any]) -> list[str]:
+    medians = part["median_events_per_s"]
+    lines = [
+        f"**Processes**: one `supplyflow worker` with 1 and with 2 processes "
+        f"(`--processes 2`), alternated over {part['rounds']} rounds, each run on its own "
+        f"copy of the same {part['records']:,} records (scale {part['scale']}):",
+        "",
+        "| round | processes | seconds | events/s | positions exact |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for r in part["runs"]:
+        exact = "yes" if r["exact"] else f"NO ({r['positions_wrong']} wrong)"
+        lines.append(
+            f"| {r['round']} | {r['processes']} | {r['seconds']:.1f} | {r['events_per_s']:,} "
+            f"| {exact} |"
+        )
+    lines += [
+        "",
+        f"Median: {medians['1']:,} events/s with 1 process, {medians['2']:,} with 2: "
+        f"{part['speedup']}x.",
+    ]
     return lines
 
 
@@ -168,6 +197,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", *_latency_md(report["latency"])]
     if "state" in report:
         lines += ["", *_state_md(report["state"], report["mode"])]
+    if "processes" in report:
+        lines += ["", *_processes_md(report["processes"])]
     return "\n".join(lines) + "\n"
 
 

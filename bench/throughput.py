@@ -10,7 +10,9 @@ topics. Then, one after the other:
 3. supplyflow, one worker process; 4. supplyflow, two worker processes;
 5. supplyflow, one worker, on a copy produced with librdkafka's default partitioner
    (CRC32, as kcat and confluent-kafka): most records arrive in a partition that does
-   not own their key and take the routing hop; beside 3, that is the hop's cost.
+   not own their key and take the routing hop; beside 3, that is the hop's cost;
+6. supplyflow, one ``supplyflow worker --processes 2`` (a supervisor and two worker
+   processes): beside 4, what the supervisor costs; beside 3, what one command gains.
 
 A supplyflow run is timed from the first record its workers wrote (a position delta,
 position, exception or dead letter) to the last one they emitted, from Kafka timestamps,
@@ -56,7 +58,7 @@ from supplyflow.codecs.events import AnyEvent
 from supplyflow.codecs.quantity import parse_qty
 from supplyflow.tables.reference import POSITION_FIELDS, reference_positions
 
-__all__ = ["run_throughput"]
+__all__ = ["run_supervised", "run_throughput", "valid_reference"]
 
 _MAX_BYTES: Final = 1 << 20
 _ROOT: Final = Path(__file__).resolve().parents[1]
@@ -178,10 +180,12 @@ def _supplyflow(
     timeout: float,
     *,
     routed: float | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    started = dep.start_workers(workers)
+    started = dep.start_workers(workers, processes)
+    members = workers * processes
     try:
-        wait_group(dep.bootstrap, dep.settings.app_id, workers, timeout)
+        wait_group(dep.bootstrap, dep.settings.app_id, members, timeout)
         stable_ms = time.time() * 1000
         before = processed(started)
         cpu_before = sum(cpu_seconds(worker) for worker in started)
@@ -207,12 +211,14 @@ def _supplyflow(
         # group formed: the cost of a record, whatever the machine's other load.
         "worker_cpu_us_per_event": round(cpu_used / max(1, expected - before) * 1e6, 1),
     }
-    if workers > 1 and first < stable_ms and before > expected * 0.01:
+    if members > 1 and first < stable_ms and before > expected * 0.01:
         extra["note"] = (
-            f"{before:,} of {expected:,} records were processed before all {workers} workers "
-            "were in the group; the time includes that and the rebalance"
+            f"{before:,} of {expected:,} records were processed before all {members} worker "
+            "processes were in the group; the time includes that and the rebalance"
         )
     key, name = f"supplyflow_{workers}", f"supplyflow, {workers} worker{plural}"
+    if processes > 1:
+        key, name = f"{key}x{processes}", f"{name} with --processes {processes}"
     if routed is not None:
         key = f"{key}_routed"
         name = f"{name}, input partitioned by CRC32 ({routed:.0%} of records routed)"
@@ -236,6 +242,35 @@ def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
     return round(a["events_per_s"] / b["events_per_s"], 3) if b["events_per_s"] else None
 
 
+def run_supervised(
+    dep: Deployment,
+    processes: int,
+    expected: int,
+    reference: dict[str, dict[str, int]],
+    timeout: float,
+) -> dict[str, Any]:
+    """One ``supplyflow worker --processes N`` over the deployment's input (see run_throughput)."""
+    return _supplyflow(dep, 1, expected, reference, timeout, processes=processes)
+
+
+def valid_reference(seed: int, run_id: str, scale: float) -> tuple[int, dict[str, dict[str, int]]]:
+    """How many records the workload at ``scale`` has, and the positions its valid ones give."""
+    shape = DISTRIBUTOR.scaled(scale)
+    count = 0
+
+    def valid_events() -> Iterator[AnyEvent]:
+        nonlocal count
+        for record in iter_records(seed, run_id, shape):
+            count += 1
+            if record.expect == "ok":
+                yield decode_input(
+                    record.topic, record.key, record.value, record.headers, max_bytes=_MAX_BYTES
+                )
+
+    reference = reference_positions(valid_events())
+    return count, reference
+
+
 def run_throughput(
     plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int
 ) -> dict[str, Any]:
@@ -244,24 +279,14 @@ def run_throughput(
     one = Deployment(bootstrap, run_id, "tp1", work)
     two = Deployment(bootstrap, run_id, "tp2", work)
     crc = Deployment(bootstrap, run_id, "tpc", work)
+    sup = Deployment(bootstrap, run_id, "tpp", work)
     try:
-        count = 0
-
-        def valid_events() -> Iterator[AnyEvent]:
-            nonlocal count
-            for record in iter_records(seed, run_id, shape):
-                count += 1
-                if record.expect == "ok":
-                    yield decode_input(
-                        record.topic, record.key, record.value, record.headers, max_bytes=_MAX_BYTES
-                    )
-
-        reference = reference_positions(valid_events())
+        count, reference = valid_reference(seed, run_id, plan.throughput_scale)
         print(
-            f"throughput: producing {count} records 3 times (one copy per deployment)", flush=True
+            f"throughput: producing {count} records 4 times (one copy per deployment)", flush=True
         )
         spread = {crc: partitioner("crc32")}
-        for dep in (one, two, crc):
+        for dep in (one, two, crc, sup):
             records = iter_records(seed, run_id, shape)
             sent = asyncio.run(dep.produce(records, partitioner=spread.get(dep)))
             if sent != count:
@@ -279,10 +304,15 @@ def run_throughput(
         print(
             f"throughput: 1 worker, CRC32 input {results[-1]['events_per_s']} events/s", flush=True
         )
+        results.append(run_supervised(sup, 2, count, reference, plan.timeout_s))
+        print(
+            f"throughput: 1 worker, --processes 2 {results[-1]['events_per_s']} events/s",
+            flush=True,
+        )
     finally:
-        for dep in (one, two, crc):
+        for dep in (one, two, crc, sup):
             asyncio.run(dep.delete())
-    ceiling, naive, sf1, sf2, sf1_routed = results
+    ceiling, naive, sf1, sf2, sf1_routed, sf1x2 = results
     return {
         "scale": plan.throughput_scale,
         "records": count,
@@ -294,5 +324,6 @@ def run_throughput(
             "supplyflow_2_vs_1": _ratio(sf2, sf1),
             "supplyflow_2_vs_ceiling": _ratio(sf2, ceiling),
             "routed_vs_murmur2": _ratio(sf1_routed, sf1),
+            "supplyflow_1x2_vs_1": _ratio(sf1x2, sf1),
         },
     }

@@ -107,14 +107,16 @@ def start_worker(
     started: list[WorkerProcess] = []
     ports: dict[int, int] = {}
 
-    def start(n: int | None = None, **extra_env: str) -> WorkerProcess:
+    def start(n: int | None = None, processes: int = 1, **extra_env: str) -> WorkerProcess:
         index = len(started) if n is None else n
         env = {
             **worker_env,
             "SUPPLYFLOW_DATA_DIR": str(tmp_path / f"worker-{index}" / "data"),
             **extra_env,
         }
-        worker = WorkerProcess(env, tmp_path / f"worker-{index}.log", web_port=ports.get(index))
+        worker = WorkerProcess(
+            env, tmp_path / f"worker-{index}.log", web_port=ports.get(index), processes=processes
+        )
         ports[index] = worker.web_port
         worker.start()
         started.append(worker)

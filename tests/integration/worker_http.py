@@ -16,11 +16,12 @@ HTTP_RETRY_S: Final = 30.0
 _RETRY_EVERY_S: Final = 0.2
 
 
-def http_json(worker: WorkerProcess, path: str) -> tuple[int, Any]:
-    """GET ``path`` as JSON, retrying while the worker answers 503."""
+def http_json(worker: WorkerProcess, path: str, process: int = 0) -> tuple[int, Any]:
+    """GET ``path`` as JSON (from one ``process`` of a supervised worker), retrying while
+    the worker answers 503."""
     deadline = time.monotonic() + HTTP_RETRY_S
     while True:
-        status, body = worker.get(path)
+        status, body = worker.get(path, process=process)
         if status != 503 or time.monotonic() > deadline:
             return status, orjson.loads(body)
         time.sleep(_RETRY_EVERY_S)
