@@ -107,9 +107,17 @@ class FakeOutbox:
         headers: Any = None,
         *,
         timestamp_ms: int | None = None,
+        on_acked: Callable[[], None] | None = None,
     ) -> None:
         self.queued.append(
-            {"topic": topic, "partition": partition, "key": key, "value": value, "headers": headers}
+            {
+                "topic": topic,
+                "partition": partition,
+                "key": key,
+                "value": value,
+                "headers": headers,
+                "on_acked": on_acked,
+            }
         )
 
     def add_keyed(
@@ -122,7 +130,10 @@ class FakeOutbox:
 
     async def flush(self) -> dict[tuple[str, int], int]:
         self.sent.extend(self.queued)
-        self.queued.clear()
+        queued, self.queued = self.queued, []
+        for record in queued:
+            if record["on_acked"] is not None:
+                record["on_acked"]()
         return {}
 
     def topic(self, name: str) -> list[dict[str, Any]]:
