@@ -34,9 +34,70 @@ from supplyflow.tables.batch import apply_entity_batch
 from supplyflow.tables.common import Rejection
 from supplyflow.tables.exceptions import Rules, Transition
 
-__all__ = ["EntityActor", "EntityKind", "wall_clock_ms"]
+__all__ = ["DELTAS_CHUNK_BYTES", "EntityActor", "EntityKind", "deltas_records", "wall_clock_ms"]
 
 _MS: Final = 1000
+
+#: The largest deltas record the PO and order actors send, packed. The deltas topic takes
+#: Kafka's default ``max.message.bytes`` (1 MiB), and one event can change thousands of
+#: positions (a 10,000-line PO with long codes: about 2 MB of deltas in one partition), a
+#: batch more: a batch's deltas for one partition are split into records of at most this
+#: size (the outbox's record batches are 512 KiB too). A position's items stay in one
+#: record unless they alone exceed it (more than about 5,000 events of one batch on one
+#: position); either way they go in offset order, so the watermarks positions skip replays
+#: by stay exact (see :func:`deltas_records`).
+DELTAS_CHUNK_BYTES: Final = 512 * 1024
+#: What a record's list header and each entry's list header can add when packed.
+_LIST_HEADER_BYTES: Final = 5
+
+
+def deltas_records(
+    source: str, entries: list[list[Any]], limit: int = DELTAS_CHUNK_BYTES
+) -> list[bytes]:
+    """The packed deltas records ``[source, entries]`` for ``entries`` (``[position key,
+    delta items]``, each key once, items in offset order), each at most ``limit`` bytes.
+
+    Usually one record. Split, the records keep the entries' order and a key's items in
+    one record where they fit: a position applies an item only above its watermark for
+    ``source``, so records of one partition applied in order (and a replay that sends
+    them all again) give each item exactly once, wherever a kill falls between them.
+    """
+    whole = encode([source, entries])
+    if len(whole) <= limit:
+        return [whole]
+    room = limit - len(encode([source, []])) - _LIST_HEADER_BYTES
+    records: list[bytes] = []
+    chunk: list[list[Any]] = []
+    size = 0
+
+    def close() -> None:
+        nonlocal chunk, size
+        if chunk:
+            records.append(encode([source, chunk]))
+        chunk, size = [], 0
+
+    for key, items in entries:
+        entry_size = len(encode([key, items]))
+        if entry_size > room:  # one position's items alone: split them, in order
+            close()
+            head = len(encode(key)) + 2 * _LIST_HEADER_BYTES
+            piece: list[Any] = []
+            piece_size = head
+            for item in items:
+                item_size = len(encode(item))
+                if piece and piece_size + item_size > room:
+                    records.append(encode([source, [[key, piece]]]))
+                    piece, piece_size = [], head
+                piece.append(item)
+                piece_size += item_size
+            records.append(encode([source, [[key, piece]]]))
+            continue
+        if size + entry_size > room:
+            close()
+        chunk.append([key, items])
+        size += entry_size
+    close()
+    return records
 
 
 def wall_clock_ms() -> int:
@@ -117,7 +178,7 @@ class EntityActor:
             )
             self._send_deltas(partition, batch.deltas)
             await self.emitter.send(partition, batch.transitions, self.outbox)
-            self._write(partition, batch.states)
+            self._write(partition, batch.states, batch.packed)
             for system, seconds in batch.sync:
                 self.metrics.po_sync.labels(system=system).observe(seconds)
             for item, result in zip(items, batch.results, strict=True):
@@ -139,11 +200,19 @@ class EntityActor:
                 target = partition_for(pk, self.partitions)
                 by_target.setdefault(target, []).append([pk, delta_items])
             for target, entries in by_target.items():
-                self.outbox.add(self.deltas_topic, target, None, encode([source, entries]))
+                for record in deltas_records(source, entries):
+                    self.outbox.add(self.deltas_topic, target, None, record)
 
-    def _write(self, partition: int, states: dict[str, Any]) -> None:
+    def _write(
+        self, partition: int, states: dict[str, Any], packed: dict[str, bytes] | None = None
+    ) -> None:
+        """Stage ``states`` (``packed``: each one's stored form, packed, if known)."""
         for key, state in states.items():
-            self.io.put(partition, key, state.to_wire())
+            raw = packed.get(key) if packed else None
+            if raw is None:
+                self.io.put(partition, key, state.to_wire())
+            else:
+                self.io.put_packed(partition, key, raw)
             due = state.next_due()
             if due is not None:
                 self.index.push(partition, key, due)

@@ -180,14 +180,17 @@ Source = tuple[str, int, int]
 
 
 class SentLetters:
-    """The dead letters ``dlq`` already holds, per partition: read back on first use.
+    """The dead letters ``dlq`` holds, per partition: read back on first use.
 
     A dead letter goes to the ``dlq`` partition of the partition that owns its record
-    (where it was read, after routing), and is sent before the marker that says its
-    record is done; a worker killed in between leaves the record to its successor, which
-    would send the letter again. The successor reads the partition's tail back once (see
-    :mod:`supplyflow.agents.runtime.tail`) and skips letters whose source topic,
-    partition and offset are already there. Shared by a worker's agents.
+    (where it was read, after routing), and is acknowledged before the marker that says its
+    record is done moves; a worker killed in between leaves the record to its successor,
+    which would send the letter again. The successor reads the partition's tail back once
+    (see :mod:`supplyflow.agents.runtime.tail`) and skips letters whose source topic,
+    partition and offset are already there. After that, a letter is added when Kafka
+    acknowledged it (:meth:`mark`), never when it is queued: a letter whose send failed is
+    not in ``dlq``, and the batch that is read again must send it. Shared by a worker's
+    agents.
     """
 
     def __init__(self, config: RuntimeConfig) -> None:
@@ -201,8 +204,17 @@ class SentLetters:
         for partition in partitions:
             self._sent.pop(partition, None)
 
+    def mark(self, partition: int, source: Source) -> None:
+        """Kafka acknowledged the letter of ``source`` in ``dlq[partition]``. (A partition
+        not read back yet will find it in the tail.)"""
+        sent = self._sent.get(partition)
+        if sent is not None:
+            sent[source] = None
+            if len(sent) > READ_BACK_RECORDS:
+                del sent[next(iter(sent))]
+
     async def of(self, partition: int) -> dict[Source, None]:
-        """The letters in ``dlq[partition]`` (this process adds what it sends)."""
+        """The letters in ``dlq[partition]`` (this process adds those it sent)."""
         sent = self._sent.get(partition)
         if sent is None:
             found: dict[Source, None] = {}
@@ -226,7 +238,15 @@ _SOURCE_OFFSET: Final = f"{DLQ_HEADER_PREFIX}source-offset"
 
 
 class DeadLetters:
-    """Sends rejected records of one input topic to ``dlq``, with metrics and a log line."""
+    """Sends rejected records of one input topic to ``dlq``, with metrics and a log line.
+
+    A letter counts (``SentLetters``, ``supplyflow_dead_letters_total``, the
+    ``dead_lettered`` outcome, the log line) only once Kafka acknowledged it: the outbox
+    calls back per acknowledged record batch. If the send fails, the batch fails, nothing
+    counted it, its markers stay where they were (the checkpoint writes them after the
+    outputs), and the batch read again sends the letter again. A letter larger than the
+    ``dlq`` topic takes is sent truncated (``build_dead_letter``), never dropped.
+    """
 
     def __init__(
         self,
@@ -238,6 +258,7 @@ class DeadLetters:
         self.topic = topic
         self.full_name = config.topic(topic)
         self.dlq = config.topic(DLQ)
+        self.max_bytes = config.max_dlq_message_bytes
         self.metrics = metrics
         #: what ``dlq`` holds already (None: not checked, as in tests of a single process)
         self.letters = letters
@@ -250,13 +271,8 @@ class DeadLetters:
                 continue
             source_partition, source_offset = bad.source
             source = (self.full_name, source_partition, source_offset)
-            if self.letters is not None:
-                sent = await self.letters.of(bad.partition)
-                if source in sent:
-                    continue
-                sent[source] = None
-                if len(sent) > READ_BACK_RECORDS:
-                    del sent[next(iter(sent))]
+            if self.letters is not None and source in await self.letters.of(bad.partition):
+                continue
             letter = build_dead_letter(
                 bad.error,
                 topic=self.full_name,
@@ -266,31 +282,43 @@ class DeadLetters:
                 key=bad.key,
                 value=bad.value,
                 headers=bad.headers,
+                max_bytes=self.max_bytes,
             )
             # The owner's partition: the owner of input partition p is dlq[p]'s only writer.
-            outbox.add(self.dlq, bad.partition, letter.key, letter.value, letter.headers)
-            self.metrics.dead_letters.labels(topic=self.topic, reason=bad.error.reason).inc()
-            self.metrics.events.labels(
-                topic=self.topic, type="invalid", outcome=DEAD_LETTERED
-            ).inc()
-            entity_id = bad.key[:128].decode("utf-8", "replace") if bad.key else None
-            log.warning(
-                "dead-lettered %s[%d]@%d event_id=%s entity_id=%s: %s",
-                self.full_name,
-                source_partition,
-                source_offset,
-                bad.error.event_id,
-                entity_id,
-                bad.error,
-                extra={
-                    "event_id": bad.error.event_id,
-                    "entity_id": entity_id,
-                    "topic": self.full_name,
-                    "partition": source_partition,
-                    "offset": source_offset,
-                    "reason": bad.error.reason,
-                },
+            outbox.add(
+                self.dlq,
+                bad.partition,
+                letter.key,
+                letter.value,
+                letter.headers,
+                on_acked=partial(self._acked, bad, source),
             )
+
+    def _acked(self, bad: Rejected, source: Source) -> None:
+        """Kafka has the letter of ``bad``: now it counts as sent."""
+        if self.letters is not None:
+            self.letters.mark(bad.partition, source)
+        self.metrics.dead_letters.labels(topic=self.topic, reason=bad.error.reason).inc()
+        self.metrics.events.labels(topic=self.topic, type="invalid", outcome=DEAD_LETTERED).inc()
+        _, source_partition, source_offset = source
+        entity_id = bad.key[:128].decode("utf-8", "replace") if bad.key else None
+        log.warning(
+            "dead-lettered %s[%d]@%d event_id=%s entity_id=%s: %s",
+            self.full_name,
+            source_partition,
+            source_offset,
+            bad.error.event_id,
+            entity_id,
+            bad.error,
+            extra={
+                "event_id": bad.error.event_id,
+                "entity_id": entity_id,
+                "topic": self.full_name,
+                "partition": source_partition,
+                "offset": source_offset,
+                "reason": bad.error.reason,
+            },
+        )
 
 
 class InputAgent:

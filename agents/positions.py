@@ -31,6 +31,7 @@ from supplyflow.agents.ingest import (
     decode_batch,
     observe_processed,
     purge_applied,
+    rejected_from,
     replayed,
 )
 from supplyflow.agents.metrics import Metrics, observe_all
@@ -43,9 +44,10 @@ from supplyflow.agents.runtime.records import Record, by_partition
 from supplyflow.agents.runtime.routing import ROUTED, Purge, Router
 from supplyflow.agents.runtime.table_io import TableIO
 from supplyflow.agents.topics import INVENTORY_EVENTS, POSITIONS
+from supplyflow.codecs import DecodeError
 from supplyflow.codecs.events import InventoryAdjusted, InventorySnapshot
 from supplyflow.codecs.packing import unpack
-from supplyflow.tables.common import epoch_ms
+from supplyflow.tables.common import Rejection, epoch_ms
 from supplyflow.tables.exceptions import Transition
 from supplyflow.tables.position import (
     INVENTORY_SOURCE,
@@ -53,7 +55,7 @@ from supplyflow.tables.position import (
     WrittenLookup,
     adopt_overallocation,
     apply_deltas,
-    apply_inventory_event,
+    apply_inventory_event_bounded,
     check_overallocation,
     position_record,
     record_time,
@@ -170,7 +172,10 @@ class PositionActor:
                 stream = msg.stream
                 source = INVENTORY_SOURCE + (f"/{stream}" if stream else "")
                 outcome = work.inventory(item.event, item.offset, source)
-                if not replayed(stream, partition, item.offset, floors):
+                if isinstance(outcome, Rejection):
+                    error = DecodeError(outcome.reason, outcome.detail, item.event.event_id)
+                    rejected.append(rejected_from(item, error))
+                elif not replayed(stream, partition, item.offset, floors):
                     tally[(item.event.type, outcome)] += 1
         self.metrics.count_events(INVENTORY_EVENTS, tally)
         work.check_overallocation(await self.emitter.written(partition))
@@ -213,11 +218,16 @@ class _PartitionBatch:
 
     def inventory(
         self, event: InventoryAdjusted | InventorySnapshot, offset: int, source: str
-    ) -> str:
+    ) -> str | Rejection:
         key = event.data.entity_key
         state = self.load(key)
         before = list(state.totals)
-        outcome, opened = apply_inventory_event(state, event, offset, now=self.now, source=source)
+        state, outcome, opened = apply_inventory_event_bounded(
+            state, event, offset, now=self.now, source=source
+        )
+        self.cache[key] = state
+        if isinstance(outcome, Rejection):
+            return outcome
         self.transitions.extend(opened)
         self.dirty.add(key)  # a duplicate's too: see deltas()
         if outcome == "applied" and state.totals != before:

@@ -56,17 +56,25 @@ def _b64(data: bytes | None) -> str | None:
 
 #: Room for the record's own framing and the supplyflow headers when a letter is sized.
 _RECORD_OVERHEAD: Final = 1024
-#: In a letter that must be truncated, the key and each header value keep this much.
+#: In a letter that must be truncated, the key and each header key and value keep this much.
 _TRUNCATED_PART_BYTES: Final = 1024
+#: ... and the original headers listed in its value take at most this much (a record can
+#: carry a million empty headers): the headers after that are only counted.
+_TRUNCATED_HEADERS_BYTES: Final = 64 * 1024
+#: Kafka's framing of one record header: two varint lengths of up to 5 bytes each.
+_HEADER_OVERHEAD: Final = 10
 TRUNCATED_HEADER: Final = f"{DLQ_HEADER_PREFIX}dlq-truncated"
 
 
 def _header_entry(name: str, value: bytes, keep: int | None) -> dict[str, Any]:
     raw_key = header_key_bytes(name)
+    kept_key = raw_key if keep is None else raw_key[:keep]
     kept = value if keep is None else value[:keep]
-    entry: dict[str, Any] = {"key": raw_key.decode("utf-8", "replace")}
-    if raw_key.decode("utf-8", "replace").encode() != raw_key:
-        entry["key_b64"] = _b64(raw_key)  # not UTF-8: the exact bytes
+    entry: dict[str, Any] = {"key": kept_key.decode("utf-8", "replace")}
+    if kept_key.decode("utf-8", "replace").encode() != kept_key:
+        entry["key_b64"] = _b64(kept_key)  # not UTF-8: the exact bytes
+    if len(kept_key) < len(raw_key):
+        entry["key_bytes"] = len(raw_key)
     entry["value_b64"] = _b64(kept)
     if len(kept) < len(value):
         entry["value_bytes"] = len(value)
@@ -139,9 +147,13 @@ def build_dead_letter(
 
     With ``max_bytes`` (the ``dlq`` topic's record limit), a letter that would not fit is
     truncated instead of failing to send: no text copy, the original headers only in the
-    value, the key and header values cut to 1 KiB, the value to what fits. The value's
-    ``truncated`` field and the ``supplyflow-dlq-truncated`` header name what was cut, with
-    the original sizes.
+    value, the key and each header key and value cut to 1 KiB, the header list to 64 KiB
+    (the rest counted), the value to what fits. The value's ``truncated`` field and the
+    ``supplyflow-dlq-truncated`` header name what was cut, with the original sizes
+    (``headers``: their total bytes, ``header_count`` when some are left out). Whatever
+    the record held, the result is at most ``max_bytes`` as :func:`_size` counts it, once
+    ``max_bytes`` leaves room for what is never cut (about 70 KiB at most: the provenance,
+    the reason's detail, the cut key and header list; the ``dlq`` topic takes megabytes).
     """
     rejected = _Rejected(
         error,
@@ -161,7 +173,11 @@ def build_dead_letter(
 
 
 def _size(letter: DeadLetter) -> int:
-    headers = sum(len(name.encode()) + len(value) for name, value in letter.headers)
+    """The letter's size as a Kafka record, an upper bound."""
+    headers = sum(
+        len(header_key_bytes(name)) + len(value) + _HEADER_OVERHEAD
+        for name, value in letter.headers
+    )
     return len(letter.key or b"") + len(letter.value) + headers + _RECORD_OVERHEAD
 
 
@@ -190,17 +206,27 @@ def _truncated(rejected: _Rejected, max_bytes: int) -> DeadLetter:
     if key is not None and len(key) > _TRUNCATED_PART_BYTES:
         cut["key"] = len(key)
         key = key[:_TRUNCATED_PART_BYTES]
-    entries = [_header_entry(n, v, _TRUNCATED_PART_BYTES) for n, v in rejected.headers]
-    if any("value_bytes" in entry for entry in entries):
-        cut["headers"] = sum(len(v) for _, v in rejected.headers)
+    entries: list[dict[str, Any]] = []
+    listed = 0
+    for name, header_value in rejected.headers:
+        entry = _header_entry(name, header_value, _TRUNCATED_PART_BYTES)
+        listed += len(orjson.dumps(entry)) + 1
+        if listed > _TRUNCATED_HEADERS_BYTES:
+            break
+        entries.append(entry)
+    shortened = any("value_bytes" in e or "key_bytes" in e for e in entries)
+    if shortened or len(entries) < len(rejected.headers):
+        cut["headers"] = sum(len(header_key_bytes(n)) + len(v) for n, v in rejected.headers)
+    if len(entries) < len(rejected.headers):
+        cut["header_count"] = len(rejected.headers)
     body = rejected.body()
     body.update(key_b64=_b64(key), value_b64="", value_text=None, headers=entries)
     # What the letter holds besides the value, with room for the truncation notes.
-    notes = {"key": 0, "headers": 0, "value": 0}
+    notes = {"key": 0, "headers": 0, "header_count": 0, "value": 0}
     skeleton = DeadLetter(
         key,
         orjson.dumps({**body, "truncated": notes}),
-        rejected.provenance([(TRUNCATED_HEADER, b"key=0,headers=0,value=0")]),
+        rejected.provenance([(TRUNCATED_HEADER, b"key=0,headers=0,header_count=0,value=0")]),
     )
     if value is not None:
         keep = max(0, max_bytes - _size(skeleton) - 64) * 3 // 4  # base64: 4 bytes per 3

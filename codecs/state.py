@@ -21,11 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from supplyflow.errors import SupplyflowError
 
-__all__ = ["StateFormat", "StateFormatError", "starts_with_id"]
+__all__ = ["MAX_STATE_BYTES", "StateFormat", "StateFormatError", "starts_with_id"]
+
+#: The largest a stored PO, order or position may be, packed (``codecs.packing``). A
+#: state is one record of its table's changelog, whose topic takes Kafka's default
+#: ``max.message.bytes`` (1 MiB: 1,048,588 bytes); a state above it made every batch that
+#: wrote it fail, forever. The 48 KiB left cover the key (at most 128 characters), the
+#: record framing and what a deadline firing adds to a state (an exception entry per
+#: fired deadline, a few hundred bytes each). An event that would make its entity larger
+#: is dead-lettered with reason ``entity_too_large`` and changes nothing.
+MAX_STATE_BYTES: Final = 1_000_000
 
 #: Turns the field list of one version into the next version's.
 Migration = Callable[[list[Any]], list[Any]]

@@ -84,7 +84,7 @@ def diff(old: Contributions, new: Contributions) -> dict[str, Vec]:
 class Rejection:
     """A valid record the entity cannot apply: it goes to the dead-letter topic."""
 
-    reason: Literal["unknown_entity", "line_mismatch"]
+    reason: Literal["unknown_entity", "line_mismatch", "entity_too_large"]
     detail: str
 
 

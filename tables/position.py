@@ -20,9 +20,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final
 
-from supplyflow.codecs.events import InventoryAdjusted, InventoryEvent
+from supplyflow.codecs.events import InventoryAdjusted, InventoryEvent, InventorySnapshot
+from supplyflow.codecs.packing import pack, unpack
 from supplyflow.codecs.quantity import format_qty, qty_to_json
-from supplyflow.codecs.state import StateFormat
+from supplyflow.codecs.state import MAX_STATE_BYTES, StateFormat
 from supplyflow.tables.common import (
     ALLOCATED,
     IN_TRANSIT,
@@ -31,6 +32,7 @@ from supplyflow.tables.common import (
     RECENT_EVENT_IDS,
     RESERVED,
     WIDTH,
+    Rejection,
     Vec,
 )
 from supplyflow.tables.exceptions import ExceptionBook, Transition, exception_id, identity_of
@@ -45,6 +47,7 @@ __all__ = [
     "adopt_overallocation",
     "apply_deltas",
     "apply_inventory_event",
+    "apply_inventory_event_bounded",
     "check_overallocation",
     "position_record",
     "record_time",
@@ -169,6 +172,42 @@ def apply_inventory_event(
             now=now,
         )
     return "applied", book.transitions
+
+
+def apply_inventory_event_bounded(
+    state: PositionState,
+    event: InventoryEvent,
+    offset: int,
+    *,
+    now: str = "",
+    source: str = INVENTORY_SOURCE,
+    max_bytes: int = MAX_STATE_BYTES,
+) -> tuple[PositionState, str | Rejection, list[Transition]]:
+    """:func:`apply_inventory_event`, unless it makes the position pack larger than
+    ``max_bytes``: then the event is rejected (``entity_too_large``) and the position
+    returned is the one before it. Returns (the position to keep, the outcome or the
+    rejection, transitions).
+
+    A position grows without bound only by snapshots of systems it has not seen (their
+    last ``on_hand``, their ``INVENTORY_MISMATCH``): its other fields are bounded (the
+    last :data:`RECENT_EVENT_IDS` ids, a watermark per source partition), so only those
+    snapshots are measured.
+    """
+    grows = isinstance(event, InventorySnapshot) and event.data.system not in state.snapshots
+    before = pack(state.to_wire()) if grows else b""
+    outcome, transitions = apply_inventory_event(state, event, offset, now=now, source=source)
+    if not grows:
+        return state, outcome, transitions
+    after = len(pack(state.to_wire()))
+    if after <= max_bytes or after <= len(before):
+        return state, outcome, transitions
+    rejection = Rejection(
+        "entity_too_large",
+        f"{state.key} would take {after} bytes stored with a snapshot of one more system, "
+        f"more than the {max_bytes} a position may (it takes {len(before)}); the event is "
+        "not applied",
+    )
+    return PositionState.from_wire(unpack(before)), rejection, []
 
 
 #: The one position rule evaluated per batch.

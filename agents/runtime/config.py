@@ -44,6 +44,8 @@ class RuntimeConfig:
     max_record_bytes: int
     #: the largest record an input topic accepts (room to dead-letter oversized ones)
     max_input_message_bytes: int
+    #: the largest record the ``dlq`` topic accepts: a larger letter is sent truncated
+    max_dlq_message_bytes: int
     #: the internal topic of PO/order contributions to positions (keyed SKU@LOC)
     deltas_topic: str
     #: the internal topic of ticks (deadlines, and activation after a rebalance)

@@ -11,22 +11,29 @@ goes" in docs/benchmarks.md).
 partition's records to the Kafka client as one record batch (aiokafka's
 ``create_batch``/``send_batch``); :meth:`Outbox.flush` returns once Kafka has acknowledged
 every one. An outbox is used by one agent at a time, never shared between agents.
+
+A record can carry an ``on_acked`` callback, run by :meth:`Outbox.flush` once Kafka has
+acknowledged the record batch that holds it, and never if it was refused: what must count
+as written only when it is in Kafka (a dead letter, see ``agents.ingest.DeadLetters``)
+learns it there, not when it is queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from aiokafka.partitioner import DefaultPartitioner
 
 from supplyflow.agents.runtime.keys import partition_of
 
-__all__ = ["Headers", "Outbox"]
+__all__ = ["Acked", "Headers", "Outbox"]
 
 Headers = Sequence[tuple[str, bytes]]
+#: Called once Kafka acknowledged the record it was queued with.
+Acked = Callable[[], None]
 
 #: Kafka's default partitioner (murmur2 of the key; a random partition without one).
 _PARTITIONER: Final = DefaultPartitioner()
@@ -50,6 +57,8 @@ class Outbox:
         self._pending: dict[
             tuple[str, int], list[tuple[bytes | None, bytes | None, Any, int | None]]
         ] = {}
+        #: (topic, partition) -> (index of the record there, its callback), in order
+        self._on_acked: dict[tuple[str, int], list[tuple[int, Acked]]] = {}
 
     def __len__(self) -> int:
         return sum(len(records) for records in self._pending.values())
@@ -57,6 +66,7 @@ class Outbox:
     def discard(self) -> None:
         """Drop what is queued (an agent starting again after a crash mid-batch)."""
         self._pending.clear()
+        self._on_acked.clear()
 
     def add(
         self,
@@ -67,12 +77,16 @@ class Outbox:
         headers: Headers | None = None,
         *,
         timestamp_ms: int | None = None,
+        on_acked: Acked | None = None,
     ) -> None:
         """Queue one record for ``topic[partition]`` (in order with the others there);
-        its timestamp is ``timestamp_ms`` (default: when it is sent)."""
+        its timestamp is ``timestamp_ms`` (default: when it is sent). ``on_acked`` is
+        called once Kafka acknowledged it (see :meth:`flush`)."""
         records = self._pending.get((topic, partition))
         if records is None:
             records = self._pending[(topic, partition)] = []
+        if on_acked is not None:
+            self._on_acked.setdefault((topic, partition), []).append((len(records), on_acked))
         records.append((key, value, list(headers) if headers else _NO_HEADERS, timestamp_ms))
 
     def add_keyed(
@@ -92,29 +106,52 @@ class Outbox:
         self.add(topic, partition, key, value, headers)
 
     async def flush(self) -> dict[tuple[str, int], int]:
-        """Send everything queued; returns the last offset written per (topic, partition)."""
+        """Send everything queued; returns the last offset written per (topic, partition).
+
+        Each record's ``on_acked`` runs once the record batch holding it is acknowledged.
+        If Kafka refuses a batch (or a send fails), the batches it did acknowledge still
+        run theirs, and the first error is raised: the caller's batch failed.
+        """
         pending, self._pending = self._pending, {}
+        on_acked, self._on_acked = self._on_acked, {}
         if not pending:
             return {}
         producer = self.app.producer._ensure_producer()  # the aiokafka client Faust started
-        sent: list[tuple[tuple[str, int], int, Any]] = []
-        for (topic, partition), records in pending.items():
-            batch, count = producer.create_batch(), 0
-            for key, value, headers, timestamp in records:
-                if batch.append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
-                    future = await producer.send_batch(batch, topic, partition=partition)
-                    # (append closed the full batch: producer.send() cannot add to it)
-                    sent.append(((topic, partition), count, future))
-                    batch, count = producer.create_batch(), 0
-                    # A record larger than a batch still fits into an empty one.
-                    batch.append(key=key, value=value, timestamp=timestamp, headers=headers)
-                count += 1
-            batch.close()  # an open batch would take records of producer.send() as well
-            future = await producer.send_batch(batch, topic, partition=partition)
-            sent.append(((topic, partition), count, future))
-        results = await asyncio.gather(*(future for _, _, future in sent))
+        #: (topic, partition), index of its first record, records, the batch's future
+        sent: list[tuple[tuple[str, int], int, int, Any]] = []
+        failure: BaseException | None = None
+        try:
+            for tp, records in pending.items():
+                topic, partition = tp
+                batch, first, count = producer.create_batch(), 0, 0
+                for key, value, headers, timestamp in records:
+                    if (
+                        batch.append(key=key, value=value, timestamp=timestamp, headers=headers)
+                        is None
+                    ):
+                        future = await producer.send_batch(batch, topic, partition=partition)
+                        # (append closed the full batch: producer.send() cannot add to it)
+                        sent.append((tp, first, count, future))
+                        batch, first, count = producer.create_batch(), first + count, 0
+                        # A record larger than a batch still fits into an empty one.
+                        batch.append(key=key, value=value, timestamp=timestamp, headers=headers)
+                    count += 1
+                batch.close()  # an open batch would take records of producer.send() as well
+                future = await producer.send_batch(batch, topic, partition=partition)
+                sent.append((tp, first, count, future))
+        except Exception as exc:  # noqa: BLE001  # re-raised below, after the acked callbacks
+            failure = exc
+        results = await asyncio.gather(*(f for *_, f in sent), return_exceptions=True)
         last: dict[tuple[str, int], int] = {}
-        for (tp, count, _), metadata in zip(sent, results, strict=True):
-            if metadata is not None:  # None: the producer does not wait for acks
-                last[tp] = max(last.get(tp, -1), metadata.offset + count - 1)
+        for (tp, first, count, _), result in zip(sent, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+                continue
+            for index, callback in on_acked.get(tp, ()):
+                if first <= index < first + count:
+                    callback()
+            if result is not None:  # None: the producer does not wait for acks
+                last[tp] = max(last.get(tp, -1), result.offset + count - 1)
+        if failure is not None:
+            raise failure
         return last

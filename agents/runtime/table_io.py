@@ -70,6 +70,13 @@ class TableIO:
             staged = self._staged[partition] = {}
         staged[encode(key)] = encode(value)
 
+    def put_packed(self, partition: int, key: str, packed: bytes) -> None:
+        """:meth:`put` of a value already packed (``encode(value)``)."""
+        staged = self._staged.get(partition)
+        if staged is None:
+            staged = self._staged[partition] = {}
+        staged[encode(key)] = packed
+
     def staged(self) -> int:
         return sum(len(items) for items in self._staged.values())
 

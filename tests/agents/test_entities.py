@@ -64,6 +64,9 @@ class CrashTable:
     def put(self, partition: int, key: str, value: Any) -> None:
         self.staged[key] = bytes(CODEC.dumps(value))
 
+    def put_packed(self, partition: int, key: str, packed: bytes) -> None:
+        self.staged[key] = packed
+
     def discard(self) -> None:
         self.staged.clear()
 
@@ -107,9 +110,17 @@ class FakeOutbox:
         headers: Any = None,
         *,
         timestamp_ms: int | None = None,
+        on_acked: Callable[[], None] | None = None,
     ) -> None:
         self.queued.append(
-            {"topic": topic, "partition": partition, "key": key, "value": value, "headers": headers}
+            {
+                "topic": topic,
+                "partition": partition,
+                "key": key,
+                "value": value,
+                "headers": headers,
+                "on_acked": on_acked,
+            }
         )
 
     def add_keyed(
@@ -122,7 +133,10 @@ class FakeOutbox:
 
     async def flush(self) -> dict[tuple[str, int], int]:
         self.sent.extend(self.queued)
-        self.queued.clear()
+        queued, self.queued = self.queued, []
+        for record in queued:
+            if record["on_acked"] is not None:
+                record["on_acked"]()
         return {}
 
     def topic(self, name: str) -> list[dict[str, Any]]:
@@ -285,3 +299,17 @@ def test_a_replay_of_this_process_own_work_is_dropped() -> None:
     table.changelog.clear()
     asyncio.run(consume(Stream([_acked(1, "PO-1")])))  # delivered again, same process
     assert table.changelog == []
+
+
+def test_an_event_that_would_make_its_po_too_large_is_dead_lettered_the_next_applied() -> None:
+    table, app = CrashTable(), FakeOutbox()
+    lines = [{"line_no": n, "sku": f"{'S' * 58}{n:06d}", "qty": 1} for n in range(1, 10_001)]
+    data = {"revision": 1, "supplier_id": "S-1", "location": "L" * 64, "lines": lines}
+    huge = _record(0, "PO-1", "po.created", data, "e-0")
+    asyncio.run(_worker(table, app)(Stream([huge, _created(1, "PO-3")])))
+    letters = app.topic(CONFIG.topic(DLQ))
+    assert [dict(r["headers"])["supplyflow-dlq-reason"] for r in letters] == [b"entity_too_large"]
+    assert _dead_lettered_offsets(app) == [0]
+    assert table.value("PO-1") is None
+    assert _event_ids(table.value("PO-3")) == ["e-1"]
+    assert _offset(table.value(marker_key(INPUT))) == 1

@@ -4,7 +4,10 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.producer.message_accumulator import BatchBuilder
 
+from supplyflow.app.settings import Settings
+from supplyflow.app.topics import max_dlq_message_bytes
 from supplyflow.codecs import DecodeError, build_dead_letter, parse_dead_letter
 from supplyflow.codecs.dlq import TRUNCATED_HEADER
 
@@ -123,3 +126,39 @@ def test_a_letter_that_fits_is_not_truncated() -> None:
     assert body["value"] == b"v" * 10_000
     assert "truncated" not in body
     assert TRUNCATED_HEADER not in dict(letter.headers)
+
+
+def _record_batch_bytes(letter: Any) -> int:
+    """What Kafka checks against a topic's ``max.message.bytes``: the letter alone in a
+    record batch, as the producer builds it."""
+    batch = BatchBuilder(1, 0, is_transactional=0)
+    assert batch.append(key=letter.key, value=letter.value, timestamp=None, headers=letter.headers)
+    return int(batch.size())
+
+
+@pytest.mark.parametrize(
+    ("key", "headers"),
+    [
+        (b"PO-1", [("trace", b"h" * 2_000_000)]),  # the 2 MB header of the issue
+        (b"PO-1", [("\x01" * 2_000_000, b"v")]),  # a 2 MB header key, escaped 6x in JSON
+        (b"\x00" * 2_000_000, []),  # a 2 MB record key
+        (b"PO-1", [("", b"")] * 400_000),  # as many empty headers as the input takes
+    ],
+    ids=["header-value", "header-key", "key", "many-headers"],
+)
+def test_a_letter_of_any_record_the_input_topic_takes_fits_the_dlq_topic(
+    key: bytes, headers: list[tuple[str, bytes]]
+) -> None:
+    settings = Settings(bootstrap="unused:9092")
+    limit = max_dlq_message_bytes(settings)
+    value = b'{"type": "po.created"}'
+    letter = _letter(key=key, value=value, headers=headers, max_bytes=limit)
+    assert _record_batch_bytes(letter) <= limit
+    body = parse_dead_letter(letter.value)
+    assert body["value"] == value  # what was small is whole
+    assert key.startswith(body["key"])
+    assert dict(letter.headers)[TRUNCATED_HEADER]
+    assert dict(letter.headers)["supplyflow-source-offset"] == b"7"
+    if len(headers) > 1:
+        assert body["truncated"]["header_count"] == len(headers)
+        assert 0 < len(body["headers"]) < len(headers)

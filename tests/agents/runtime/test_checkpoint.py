@@ -140,3 +140,21 @@ async def test_a_batch_without_states_sends_its_outputs_only(table: Any) -> None
     checkpoint.outbox.add(OUTPUTS, 0, None, b"x")
     await checkpoint.commit()
     assert log == [f"send {OUTPUTS}[0]", f"ack {OUTPUTS}[0]"]
+
+
+async def test_a_record_s_callback_runs_once_kafka_acknowledged_it_never_if_refused(
+    table: Any,
+) -> None:
+    log: list[str] = []
+    outbox = Outbox(FakeApp(LoggingProducer(log, fail="t.dlq")))
+    acked: list[str] = []
+    outbox.add(OUTPUTS, 1, b"PO-1", b"{}", on_acked=lambda: acked.append("output"))
+    outbox.add("t.dlq", 1, b"PO-1", b"{}", on_acked=lambda: acked.append("letter"))
+    with pytest.raises(ConnectionError):
+        await outbox.flush()
+    assert acked == ["output"]  # its batch was acknowledged; the refused one's was not
+    outbox.add("t.dlq", 1, b"PO-1", b"{}", on_acked=lambda: acked.append("again"))
+    outbox.discard()  # a failed batch's outbox: its callbacks go too
+    outbox.add(OUTPUTS, 2, b"PO-2", b"{}")
+    await outbox.flush()
+    assert acked == ["output"]
