@@ -265,6 +265,7 @@ def register_views(
     ensure_index: Callable[[], None],
     *,
     api_token: SecretStr | None = None,
+    degraded: Callable[[], list[dict[str, Any]]] = list,
 ) -> None:
     """Register the worker's HTTP routes (:data:`ROUTES`) on ``app``'s web server."""
     router = KeyRouter(app, api_token)
@@ -284,7 +285,13 @@ def register_views(
     async def health(web: Any, request: Any) -> Any:
         state = health_state(app)
         status = 200 if state == "running" else _UNAVAILABLE
-        return _json(web, {"status": state, "app_id": app.conf.id}, status)
+        stalled = degraded() if state == "running" else []
+        if stalled:
+            # Still 200: a probe on /health must not restart a worker retrying a broker
+            # outage, nor take it out of service (docs/guarantees.md, "degraded").
+            state = "degraded"
+        body = {"status": state, "app_id": app.conf.id, "degraded": stalled}
+        return _json(web, body, status)
 
     async def health_live(web: Any, request: Any) -> Any:
         return _health(web, *liveness(app))

@@ -20,6 +20,7 @@ Reason = Literal[
     "key_mismatch",
     "unknown_entity",
     "line_mismatch",
+    "processing_failed",
 ]
 #: Every reason, in the order above.
 REASONS: Final[tuple[Reason, ...]] = get_args(Reason)
