@@ -3,8 +3,12 @@
 A batch can fail for two kinds of reasons, and the runtime tells them apart by the
 exception (:func:`is_infrastructure`):
 
-* **Infrastructure**: Kafka (the client's errors, a producer that cannot send), the
-  operating system (``OSError``: disk full, connection refused), RocksDB, timeouts, memory.
+* **Infrastructure**: Kafka (every client error, a producer that cannot send: also a
+  record a topic refuses as too large, which a topic's configuration causes as often as
+  the record; the bounds at decode keep what supplyflow writes within them), the
+  operating system (``OSError``: disk full, connection refused), RocksDB, timeouts, memory,
+  and any failure to write the states of a batch whose outputs Kafka already acknowledged
+  (:class:`.StateWriteError`: dead-lettering its record would leave its outputs counted).
   Reading the same records again later can succeed, and the records are not at fault, so
   they are never dead-lettered: the batch is dropped and read again from the markers,
   with a growing pause (:meth:`RetryPolicy.infrastructure_pause`), for as long as it
@@ -32,16 +36,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from aiokafka.errors import (
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
+from aiokafka.errors import KafkaError
 from faust.exceptions import FaustError
 from rocksdict import DbClosedError
 
-from supplyflow.agents.runtime.exceptions import FATAL_ERRORS
+from supplyflow.agents.runtime.exceptions import FATAL_ERRORS, StateWriteError
 from supplyflow.agents.runtime.records import Record
 
 __all__ = [
@@ -63,13 +62,8 @@ INFRASTRUCTURE_ERRORS: Final[tuple[type[BaseException], ...]] = (
     TimeoutError,
     MemoryError,
     DbClosedError,
-)
-#: Kafka errors a record causes, whoever sends it: a record (or the state it makes) larger
-#: than a topic takes fails the same way on every attempt and every worker.
-_RECORD_KAFKA_ERRORS: Final[tuple[type[BaseException], ...]] = (
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    RecordListTooLargeError,
+    # After the outputs: quarantining the record would leave its outputs counted.
+    StateWriteError,
 )
 #: RocksDB reports its own errors as plain exceptions whose message starts like this.
 _ROCKSDB_MESSAGES: Final = ("IO error", "Corruption", "Resource busy", "rocksdb", "RocksDB")
@@ -79,8 +73,6 @@ _MESSAGE_CHARS: Final = 1000
 
 def is_infrastructure(error: BaseException) -> bool:
     """Whether ``error`` is the infrastructure's fault, not the records' (module doc)."""
-    if isinstance(error, _RECORD_KAFKA_ERRORS):
-        return False
     if isinstance(error, INFRASTRUCTURE_ERRORS):
         return True
     # rocksdict raises a bare Exception carrying RocksDB's status message.

@@ -18,6 +18,7 @@ from supplyflow.agents.entities import EntityActor
 from supplyflow.agents.ingest import InputAgent, SentLetters
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.checkpoint import Checkpoint
+from supplyflow.agents.runtime.exceptions import StateWriteError
 from supplyflow.agents.runtime.progress import ProgressMarkers
 from supplyflow.agents.runtime.quarantine import RetryPolicy, process_or_isolate
 from supplyflow.agents.runtime.records import Record
@@ -304,7 +305,7 @@ async def test_a_worker_killed_mid_quarantine_leaves_one_letter(dlq_tail: Kafka)
         await original(record, error)
 
     first.quarantine = dies_after_the_letter  # type: ignore[method-assign]  # the crash
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(StateWriteError):
         await _run(first, batch[1:])
     assert len(_letters(kafka)) == 1
     assert first.markers.last(INPUT, 2) == 0  # the marker did not move past it

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
+from typing import Any
 
 import pytest
 from aiokafka.errors import (
@@ -35,6 +37,8 @@ def _records(*offsets: int, partition: int = 0) -> list[Record]:
         KafkaConnectionError("broker down"),
         KafkaTimeoutError(),
         NotLeaderForPartitionError(),
+        # A topic's limit, which its configuration sets as much as the record.
+        MessageSizeTooLargeError(),
         ProducerSendError("could not send"),
         OSError(errno.ENOSPC, "No space left on device"),
         ConnectionRefusedError(),
@@ -58,8 +62,6 @@ def test_infrastructure_errors_are_never_the_records_fault(error: BaseException)
         ZeroDivisionError(),
         RuntimeError("a bug"),
         Exception("a bug that says nothing"),
-        # A record (or the state it makes) larger than a topic takes: on every attempt.
-        MessageSizeTooLargeError(),
     ],
     ids=type,
 )
@@ -253,3 +255,28 @@ def test_lag_without_progress_is_a_stall_too_and_caught_up_is_not() -> None:
     assert watch.states({tp: 4})[0].stalled is True  # records wait, nothing moved
     watch.forget()  # revoked
     assert watch.states({tp: 4}) == []
+
+
+def test_a_failure_after_the_outputs_were_sent_is_never_the_records_fault() -> None:
+    """Writing the states fails after the batch's outputs (deltas) are in Kafka:
+    dead-lettering the record would leave them counted, so it is retried, whatever the
+    error."""
+    from supplyflow.agents.runtime.checkpoint import Checkpoint
+    from supplyflow.agents.runtime.exceptions import StateWriteError
+
+    class Outbox:
+        async def flush(self) -> dict[tuple[str, int], int]:
+            return {}
+
+    class TableIO:
+        def take_staged(self) -> dict[int, dict[bytes, bytes]]:
+            return {0: {b"k": b"v" * 10}}
+
+        async def send_to_changelog(self, staged: Any) -> dict[int, int]:
+            raise ValueError("a bug in the changelog path")
+
+    checkpoint = Checkpoint(Outbox(), TableIO(), None)  # type: ignore[arg-type]  # fakes
+    with pytest.raises(StateWriteError) as caught:
+        asyncio.run(checkpoint.commit())
+    assert is_infrastructure(caught.value)
+    assert isinstance(caught.value.__cause__, ValueError)
