@@ -27,9 +27,12 @@ from typing import Any, Final
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from supplyflow.agents.runtime.keys import partition_of
 from supplyflow.agents.runtime.progress import marker_key
+from supplyflow.app.kafka_clients import client_options
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.produce import produce_records
 from supplyflow.app.sample import SampleRecord
@@ -392,3 +395,86 @@ def test_an_invalid_record_too_large_for_dlq_is_sent_truncated(
     case, send = _too_large_for_dlq(Run(settings, names["app_id"], bootstrap))
     _check(worker, settings, [(case, send)])
     assert case.outcome.endswith("(truncated)")
+
+
+#: How long a stall must last before /health says degraded, in the stall test.
+STALL_AFTER_S: Final = 2
+#: Bound on seeing the stall (threshold + retries) and on the recovery after the fix.
+STALL_SEEN_S: Final = 30.0
+
+
+async def _positions_topic(settings: Settings, max_message_bytes: int, *, create: bool) -> None:
+    """Create ``inventory.positions`` with a record limit, or set the limit of it."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        name = settings.topic("inventory.positions")
+        config = {"max.message.bytes": str(max_message_bytes)}
+        if create:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        name, PARTITIONS, 1, topic_configs={**config, "cleanup.policy": "compact"}
+                    )
+                ]
+            )
+        else:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, config)])
+    finally:
+        await admin.close()
+
+
+def _stalled(worker: WorkerProcess, topic: str, partition: int) -> float | None:
+    labels = (("partition", str(partition)), ("topic", topic))
+    return worker.metrics().get(("supplyflow_partition_stalled", labels))
+
+
+def test_a_partition_kafka_refuses_to_take_is_degraded_then_recovers(
+    bootstrap: str, names: dict[str, str], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """An infrastructure fault (an output topic configured too small for positions): the
+    record is not dead-lettered but retried; after SUPPLYFLOW_STALL_AFTER the partition is
+    degraded on /health and in the gauge, while the probes stay 200; once the topic takes
+    the records, the position is applied and the partition is healthy again."""
+    settings = _settings(bootstrap, names)
+    asyncio.run(_positions_topic(settings, 64, create=True))
+    worker = start_worker(SUPPLYFLOW_STALL_AFTER=f"{STALL_AFTER_S}s")
+    worker.wait_healthy(WORKER_READY_S)
+    run = Run(settings, names["app_id"], bootstrap)
+    sku = run.id("SKU")
+    partition = partition_of(f"{sku}@{LOC}".encode(), PARTITIONS)
+    run.send([_adjust(run.id("e"), sku, "5")])
+
+    deadline = time.monotonic() + STALL_SEEN_S
+    health: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status, health = http_json(worker, "/health")
+        if health["status"] == "degraded":
+            break
+        time.sleep(0.2)
+    assert (status, health["status"]) == (200, "degraded"), health
+    (stall,) = health["degraded"]
+    assert (stall["topic"], stall["partition"]) == ("inventory.events", partition)
+    assert stall["last_error"]["type"] == "MessageSizeTooLargeError", stall
+    assert stall["stall_after_s"] == STALL_AFTER_S
+    # Probes do not restart or unroute a worker whose broker refuses its writes.
+    assert worker.get("/health/live")[0] == 200
+    assert worker.get("/health/ready")[0] == 200
+    assert _stalled(worker, "inventory.events", partition) == 1
+    page = worker.get("/")[1].decode()
+    assert 'id="degraded"' in page
+    # Not the record's fault: nothing dead-lettered.
+    assert asyncio.run(read_topic(bootstrap, settings.topic("dlq"), wait_s=2)) == []
+
+    asyncio.run(_positions_topic(settings, 1024 * 1024, create=False))
+    deadline = time.monotonic() + STALL_SEEN_S
+    while time.monotonic() < deadline:
+        if worker.get(f"/positions/{sku}/{LOC}")[0] == 200:
+            break
+        time.sleep(0.2)
+    position = _position_when(worker, sku, "on_hand", 5000)
+    assert _thousandths(position["on_hand"]) == 5000
+    status, health = http_json(worker, "/health")
+    assert (status, health["status"], health["degraded"]) == (200, "running", [])
+    assert _stalled(worker, "inventory.events", partition) == 0
+    print(f"stalled partition inventory.events[{partition}]: degraded, then recovered")
