@@ -1,33 +1,45 @@
 """Quarantine through the real input agent and PO actor: a record that makes processing
 fail is dead-lettered once (``processing_failed``), where it is applied, with no partial
-writes, and every other record is applied; across a takeover its letter goes out once."""
+writes, and every other record is applied; across a takeover its letter goes out once.
+
+And the whole agent path fuzzed: valid-schema records at the edges through the real input
+agents and PO/order actors never raise, and each ends applied or dead-lettered."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import dataclasses
+import json
+from collections import Counter
 from collections.abc import Callable, Mapping
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Final
 
+import msgpack
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from supplyflow.agents import ingest
-from supplyflow.agents.entities import EntityActor
+from supplyflow.agents.entities import EntityActor, EntityKind
 from supplyflow.agents.ingest import InputAgent, SentLetters
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.exceptions import StateWriteError
+from supplyflow.agents.runtime.keys import partition_of
 from supplyflow.agents.runtime.progress import ProgressMarkers
 from supplyflow.agents.runtime.quarantine import RetryPolicy, process_or_isolate
 from supplyflow.agents.runtime.records import Record
 from supplyflow.agents.runtime.routing import ORIGIN_HEADER
 from supplyflow.app.runtime_config import runtime_config
+from supplyflow.app.sample import OK, sample_scenario
 from supplyflow.app.settings import Settings
 from supplyflow.app.topics import DLQ, PO_EVENTS
-from supplyflow.app.worker import PO_KIND
-from supplyflow.codecs import parse_dead_letter
+from supplyflow.app.worker import ORDER_KIND, PO_KIND
+from supplyflow.codecs import REASONS, parse_dead_letter
 from supplyflow.codecs.packing import pack, unpack
 from supplyflow.tables.exceptions import Rules, Transition
 from supplyflow.tables.po import PoState
@@ -315,3 +327,132 @@ async def test_a_worker_killed_mid_quarantine_leaves_one_letter(dlq_tail: Kafka)
     assert len(_letters(kafka)) == 1  # not sent again
     assert successor.markers.last(INPUT, 2) == 2
     assert _event_ids(store, 2, "PO-4") == ["e-2"]
+
+
+# --- the whole agent path, fuzzed -------------------------------------------------------
+
+#: One valid body per event type of the PO and order topics (the sample scenario's).
+_TEMPLATES: Final = {
+    body["type"]: (record.topic, body)
+    for record in sample_scenario("fz")
+    if record.expect == OK and record.topic != "inventory.events"
+    for body in [
+        msgpack.unpackb(record.value)
+        if ("content-type", b"application/msgpack") in record.headers
+        else orjson.loads(record.value)
+    ]
+}
+_IDS: Final = ["P", "x" * 128, "Ω" * 128, "PO-é-1", "a.b:c/d"]
+_SKUS: Final = ["S", "s" * 64, "Ü" * 64, "SKU-A"]
+_QTYS: Final = [0, 1, "0.001", "999999999999.999", 999_999_999_999, "500000000000.5"]
+_INTS: Final = [0, 1, 2, 2**31 - 1, 2**53 + 1, 2**63 - 1, 2**63, 10**30]
+_TIMES: Final = [
+    "1970-01-01T00:00:00Z",
+    "1970-01-01T00:00:00.001+00:00",
+    "8999-12-31T23:59:59.999Z",
+    "8999-12-31T09:59:59-14:00",
+    "2026-11-27T10:15:00Z",
+    "2000-02-29T12:00:00+14:00",
+]
+
+
+@st.composite
+def _extreme_record(draw: st.DrawFn, offset: int) -> tuple[str, bytes, bytes]:
+    """(topic, key, value) of a record of any PO or order type, its values at the edges
+    of what the schema takes (and now and then just past them)."""
+    type_ = draw(st.sampled_from(sorted(_TEMPLATES)))
+    topic, template = _TEMPLATES[type_]
+    body = copy.deepcopy(template)
+    data = body["data"]
+    entity = draw(st.sampled_from(_IDS))
+    data["po_id" if topic == "po.events" else "order_id"] = entity
+    if "revision" in data:
+        data["revision"] = draw(st.sampled_from(_INTS))
+    if "lines" in data:
+        count = draw(st.integers(1, 30))
+        same_sku = draw(st.booleans())
+        data["lines"] = [
+            {
+                **data["lines"][0],
+                "line_no": draw(st.sampled_from(_INTS[1:])) if n == 0 else n + 1,
+                "sku": _SKUS[0] if same_sku else draw(st.sampled_from(_SKUS)),
+                "qty": draw(st.sampled_from(_QTYS)),
+            }
+            for n in range(count)
+        ]
+    body["occurred_at"] = draw(st.sampled_from(_TIMES))
+    body["event_id"] = draw(st.sampled_from(["e-1", "e-2", f"e-{offset}", "é" * 128]))
+    # (json, not orjson: revisions past 64 bits must reach the decoder as sent)
+    return topic, entity.encode(), json.dumps(body, ensure_ascii=False).encode()
+
+
+def _agent(kind: EntityKind, topic: str, store: Store, kafka: Kafka) -> InputAgent:
+    checkpoint = Checkpoint(
+        FakeOutbox(kafka),  # type: ignore[arg-type]  # Outbox's interface
+        store,  # type: ignore[arg-type]  # TableIO's interface
+        ProgressMarkers(store, CONFIG.kafka),
+    )
+    actor = EntityActor(
+        kind=kind,
+        checkpoint=checkpoint,
+        deltas_topic="t-position-deltas",
+        emitter=FakeEmitter(),  # type: ignore[arg-type]  # sends nothing: no rules fire
+        rules=Rules(),
+        partitions=CONFIG.partitions,
+        metrics=Metrics(CollectorRegistry(), app_id="t", version="0"),
+    )
+    return InputAgent(
+        CONFIG, topic=topic, handler=actor, metrics=actor.metrics, checkpoint=checkpoint
+    )
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_extreme_valid_records_are_applied_or_dead_lettered_never_raise(
+    data: st.DataObject,
+) -> None:
+    """Valid-schema records at the edges (ids of 128 characters, quantities at the bound,
+    10**30 revisions, 2**63 line numbers, the first and last accepted instants, repeated
+    event ids) through the real input agents and PO/order actors: nothing escapes, and
+    every record is applied (or a duplicate, or stale) or dead-lettered with a reason."""
+    count = data.draw(st.integers(1, 20))
+    records = [data.draw(_extreme_record(offset)) for offset in range(count)]
+    kafka = Kafka()
+    agents = {
+        "po.events": _agent(PO_KIND, "po.events", Store(), kafka),
+        "order.events": _agent(ORDER_KIND, "order.events", Store(), kafka),
+    }
+    sent: Counter[str] = Counter()
+    offsets: Counter[tuple[str, int]] = Counter()
+    batches: dict[str, list[list[Record]]] = {topic: [[]] for topic in agents}
+    for topic, key, value in records:
+        partition = partition_of(key, CONFIG.partitions)
+        offset = offsets[(topic, partition)]
+        offsets[(topic, partition)] += 1
+        if data.draw(st.booleans()):
+            batches[topic].append([])  # a batch ends here
+        batches[topic][-1].append(
+            Record(CONFIG.topic(topic), partition, offset, key, value, [], 1.0)
+        )
+        sent[topic] += 1
+
+    for topic, agent in agents.items():
+        for batch in batches[topic]:
+            asyncio.run(agent.process_batch(batch))
+        counted = sum(
+            sample.value
+            for family in agent.metrics.registry.collect()
+            if family.name == "supplyflow_events"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+        assert counted == sent[topic]  # every record once: applied, duplicate, stale or dlq
+    for _, letter in _letters(kafka):
+        assert letter["reason"] in REASONS
+        assert letter["reason"] != "processing_failed"
+        assert letter["detail"]
