@@ -1,6 +1,7 @@
 """HTTP views of a worker: health, metrics, its OpenAPI document, and queries for any key.
 
-``/health`` answers 200 once the worker runs (503 while starting or recovering);
+``/health`` answers 200 once the worker runs (503 while starting or recovering), with
+``status`` ``degraded`` and the stalled partitions while any is (see ``app.health``);
 ``/health/live`` answers 200 while the process works, recovery included (a liveness
 probe), ``/health/ready`` like ``/health`` (a readiness probe). Both also name the URL the
 worker advertises to the others (``SUPPLYFLOW_ADVERTISED_URL``). ``/openapi.json`` is the
