@@ -16,6 +16,8 @@ from aiokafka.errors import (
 from faust.exceptions import ProducerSendError
 from rocksdict import DbClosedError
 
+from supplyflow.agents.runtime.checkpoint import Checkpoint
+from supplyflow.agents.runtime.exceptions import StateWriteError
 from supplyflow.agents.runtime.quarantine import (
     RetryPolicy,
     describe,
@@ -261,8 +263,6 @@ def test_a_failure_after_the_outputs_were_sent_is_never_the_records_fault() -> N
     """Writing the states fails after the batch's outputs (deltas) are in Kafka:
     dead-lettering the record would leave them counted, so it is retried, whatever the
     error."""
-    from supplyflow.agents.runtime.checkpoint import Checkpoint
-    from supplyflow.agents.runtime.exceptions import StateWriteError
 
     class Outbox:
         async def flush(self) -> dict[tuple[str, int], int]:
