@@ -27,6 +27,7 @@ from supplyflow.agents.runtime.config import RuntimeConfig
 from supplyflow.agents.runtime.driver import ReaderAgent
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
+from supplyflow.agents.runtime.quarantine import describe
 from supplyflow.agents.runtime.reader import InputReader
 from supplyflow.agents.runtime.records import Record, by_partition
 from supplyflow.agents.runtime.routing import ROUTED, Purge, Router
@@ -39,12 +40,14 @@ __all__ = [
     "Accepted",
     "EntityHandler",
     "EntityTickHandler",
+    "InjectedFaultError",
     "InputAgent",
     "Rejected",
     "SentLetters",
     "complete_from_markers",
     "decode_batch",
     "purge_applied",
+    "quarantined",
     "register_input_agent",
     "replayed",
 ]
@@ -161,6 +164,33 @@ def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
         msg.headers,
         msg.origin,
     )
+
+
+def quarantined(msg: Record, error: BaseException) -> Rejected:
+    """The dead-letter entry of a record that made processing fail on its own (see
+    :mod:`supplyflow.agents.runtime.quarantine`): the exception's type and message."""
+    kind, message = describe(error)
+    return Rejected(
+        DecodeError("processing_failed", f"{kind}: {message}"),
+        msg.partition,
+        msg.offset,
+        int(msg.timestamp * 1000) if msg.timestamp else None,
+        msg.key,
+        msg.value,
+        msg.headers,
+        msg.origin,
+    )
+
+
+class InjectedFaultError(RuntimeError):
+    """Test only: raised for the event ``RuntimeConfig.fail_on_event_id`` names."""
+
+
+def inject_fault(accepted: Sequence[Accepted], event_id: str | None) -> None:
+    """Test only (off unless ``SUPPLYFLOW_TEST_FAIL_ON_ID`` is set): raise as a bug in a
+    domain function would, for the event whose ``event_id`` is ``event_id``."""
+    if event_id is not None and any(a.event.event_id == event_id for a in accepted):
+        raise InjectedFaultError(f"injected failure for event_id {event_id!r}")
 
 
 #: (input stream, partition) -> its marker before the batch
@@ -352,6 +382,7 @@ class InputAgent:
         self.checkpoint = checkpoint
         self.markers = checkpoint.markers
         self.max_bytes = config.max_record_bytes
+        self.fail_on = config.fail_on_event_id
         self.dead_letters = DeadLetters(config, topic, metrics, letters)
         self._on_tick = on_tick
         self.router = Router(
@@ -381,6 +412,12 @@ class InputAgent:
         if groups:
             await self.process(groups)
 
+    async def quarantine(self, record: Record, error: BaseException) -> None:
+        """Dead-letter ``record``, which makes processing fail on its own, with reason
+        ``processing_failed`` where it is applied (a record this partition does not own
+        is forwarded as usual), and commit its marker."""
+        await self.process({record.partition: [record]}, poison=error)
+
     async def _route(
         self, partition: int, records: list[Record], floors: dict[tuple[str, int], int | None]
     ) -> tuple[list[Record], list[Record]]:
@@ -394,8 +431,11 @@ class InputAgent:
         )
         return completed, self.router.route(partition, completed, marks)
 
-    async def process(self, groups: dict[int, list[Record]]) -> None:
-        """Apply each partition's records (completed: each once, no gaps), in order."""
+    async def process(
+        self, groups: dict[int, list[Record]], *, poison: BaseException | None = None
+    ) -> None:
+        """Apply each partition's records (completed: each once, no gaps), in order;
+        with ``poison``, dead-letter the records to apply instead, for that error."""
         topic, metrics = self.topic, self.metrics
         floors: dict[tuple[str, int], int | None] = {}
         completed: dict[int, list[Record]] = {}
@@ -403,7 +443,13 @@ class InputAgent:
         for partition, records in groups.items():
             completed[partition], mine = await self._route(partition, records, floors)
             batch.extend(mine)
-        accepted, rejected = decode_batch(topic, batch, max_bytes=self.max_bytes)
+        if poison is None:
+            accepted, rejected = decode_batch(topic, batch, max_bytes=self.max_bytes)
+            inject_fault(accepted, self.fail_on)
+        else:
+            accepted, rejected = [], [quarantined(msg, poison) for msg in batch]
+            fresh = [r for r in rejected if not replayed(r.stream, r.partition, r.offset, floors)]
+            metrics.records_quarantined.labels(topic=topic).inc(len(fresh))
         if accepted:
             results = await self.handler(accepted)
             tally: Counter[tuple[str, str]] = Counter()
@@ -484,4 +530,5 @@ def register_input_agent(
         markers=agent.marker_of,
         on_tick=agent.tick,
         on_error=agent.discard,
+        quarantine=agent.quarantine,
     )

@@ -80,6 +80,13 @@ class Metrics:
             ["topic"],
             registry=registry,
         )
+        self.records_quarantined = Counter(
+            "supplyflow_records_quarantined",
+            "Input records that made processing fail on their own, retried and then "
+            "dead-lettered (reason processing_failed), by topic",
+            ["topic"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "supplyflow_batch_size_records",
             "Records per processed batch, by topic",

@@ -29,8 +29,10 @@ from supplyflow.agents.ingest import (
     SentLetters,
     complete_from_markers,
     decode_batch,
+    inject_fault,
     observe_processed,
     purge_applied,
+    quarantined,
     rejected_from,
     replayed,
 )
@@ -65,6 +67,8 @@ __all__ = ["PositionActor", "register_position_agent"]
 
 #: The inventory events a position applies (a tuple: ``A | B`` builds a union per use).
 _POSITION_EVENTS: Final = (InventoryAdjusted, InventorySnapshot)
+#: The metrics label and dead-letter name of the internal deltas topic.
+DELTAS: Final = "position-deltas"
 
 
 class PositionActor:
@@ -78,6 +82,7 @@ class PositionActor:
         metrics: Metrics,
         dead_letters: DeadLetters,
         emitter: ExceptionEmitter,
+        delta_letters: DeadLetters | None = None,
     ) -> None:
         self.emitter = emitter
         self.checkpoint = checkpoint
@@ -99,6 +104,11 @@ class PositionActor:
         self.outbox = checkpoint.outbox
         self.metrics = metrics
         self.dead_letters = dead_letters
+        #: dead-letters a deltas record that makes processing fail (none: not at all)
+        self.delta_letters = delta_letters
+        self.fail_on = config.fail_on_event_id
+        #: set while a record that fails alone is dead-lettered (:meth:`quarantine`)
+        self._poison: BaseException | None = None
         self.max_bytes = config.max_record_bytes
         self.partitions = config.partitions
         #: occurred_at (ms) of every change applied in the current batch
@@ -129,6 +139,34 @@ class PositionActor:
         for topic in self.topics:
             self.markers.record_all(topic, partition, [r for r in completed if r.topic == topic])
 
+    async def quarantine(self, record: Record, error: BaseException) -> None:
+        """Dead-letter ``record``, which makes processing fail on its own, with reason
+        ``processing_failed`` (an inventory event this partition does not own is
+        forwarded as usual), and commit its marker."""
+        self._poison = error
+        try:
+            await self.process([record])
+        finally:
+            self._poison = None
+
+    async def _dead_letter(
+        self, partition: int, records: list[Record], floors: dict[tuple[str, int], int | None]
+    ) -> None:
+        """Dead-letter ``records`` (routed already) for :attr:`_poison`."""
+        error = self._poison
+        if error is None:
+            return
+        inventory = [quarantined(r, error) for r in records if r.topic != self.deltas_topic]
+        deltas = [quarantined(r, error) for r in records if r.topic == self.deltas_topic]
+        await self.dead_letters.add(self.outbox, inventory, floors)
+        fresh = [r for r in inventory if not replayed(r.stream, r.partition, r.offset, floors)]
+        self.metrics.records_quarantined.labels(topic=INVENTORY_EVENTS).inc(len(fresh))
+        if deltas and self.delta_letters is not None:
+            deltas_floor = {("", partition): self.markers.last(self.deltas_topic, partition)}
+            await self.delta_letters.add(self.outbox, deltas, deltas_floor)
+            fresh = [r for r in deltas if not replayed("", partition, r.offset, deltas_floor)]
+            self.metrics.records_quarantined.labels(topic=DELTAS).inc(len(fresh))
+
     def markers_of(self, partition: int) -> dict[str, int | None]:
         """Every topic's marker in ``partition``."""
         return {topic: self.markers.last(topic, partition) for topic in self.topics}
@@ -158,8 +196,12 @@ class PositionActor:
             (ROUTED, partition): marks[self.routed_topic],
         }
         records = self.router.route(partition, records, marks)
+        if self._poison is not None:
+            await self._dead_letter(partition, records, floors)
+            return
         inventory = [r for r in records if r.topic != self.deltas_topic]
         accepted, rejected = decode_batch(INVENTORY_EVENTS, inventory, max_bytes=self.max_bytes)
+        inject_fault(accepted, self.fail_on)
         decoded = {id(a.record): a for a in accepted}
         tally: Counter[tuple[str, str]] = Counter()
         for msg in records:
@@ -268,12 +310,15 @@ def register_position_agent(
     """The reader agent for inventory.events and the position deltas (read in batches by
     an :class:`~supplyflow.agents.runtime.reader.InputReader`, driven by ticks)."""
     dead_letters = DeadLetters(config, INVENTORY_EVENTS, metrics, letters)
+    delta_letters = DeadLetters(config, DELTAS, metrics, letters)
+    delta_letters.full_name = config.deltas_topic  # internal: not a contract topic
     actor = PositionActor(
         config,
         checkpoint=checkpoint,
         metrics=metrics,
         dead_letters=dead_letters,
         emitter=emitter,
+        delta_letters=delta_letters,
     )
     batch_sizes = metrics.batch_size.labels(topic="positions")
 
@@ -295,4 +340,5 @@ def register_position_agent(
         markers=actor.markers_of,
         on_tick=tick,
         on_error=actor.discard,
+        quarantine=actor.quarantine,
     )

@@ -9,7 +9,7 @@ Prometheus scrapes, from callables the worker provides. Labels stay bounded as t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -19,6 +19,10 @@ from prometheus_client.registry import Collector
 __all__ = ["CONTENT_TYPE", "StateProbes", "WorkerCollector"]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+
+def _no_partitions() -> Mapping[tuple[str, int], bool]:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class StateProbes:
     pending_deadlines: Callable[[], int]
     #: RocksDB memory pool -> (bytes in use, budget), shared by all of the worker's tables
     rocksdb_memory: Callable[[], Mapping[str, tuple[int, int]]]
+    #: (topic, partition) -> whether it is stalled (see supplyflow.agents.runtime.stall)
+    stalled: Callable[[], Mapping[tuple[str, int], bool]] = field(default=_no_partitions)
 
 
 class WorkerCollector(Collector):
@@ -57,6 +63,15 @@ class WorkerCollector(Collector):
         for (topic, partition), (highwater, position) in sorted(self.probes.lag().items()):
             lag.add_metric([topic, str(partition)], max(0, highwater - position))
         yield lag
+        stalled = GaugeMetricFamily(
+            "supplyflow_partition_stalled",
+            "1 while a partition has records to process and has not advanced for longer "
+            "than SUPPLYFLOW_STALL_AFTER, else 0, by topic and partition",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), is_stalled in sorted(self.probes.stalled().items()):
+            stalled.add_metric([topic, str(partition)], 1 if is_stalled else 0)
+        yield stalled
         keys = GaugeMetricFamily(
             "supplyflow_table_keys", "Keys in local state, by table", labels=["table"]
         )

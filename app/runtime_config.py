@@ -52,6 +52,8 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
             settings.batch_window.total_seconds(),
             settings.batch_idle.total_seconds(),
         ),
+        stall_after_s=settings.stall_after.total_seconds(),
+        fail_on_event_id=settings.test_fail_on_id,
     )
 
 

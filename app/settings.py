@@ -139,6 +139,16 @@ class Settings(BaseSettings):
         default=timedelta(milliseconds=2),
         description="a batch closes when no record arrived for this long (caught up)",
     )
+    stall_after: Duration = Field(
+        default=timedelta(seconds=30),
+        description="a partition with records to process that has not advanced for this "
+        "long is stalled: /health says degraded, supplyflow_partition_stalled is 1",
+    )
+    test_fail_on_id: str | None = Field(
+        default=None,
+        description="test only: processing fails for the event with this event_id (proves "
+        "that such a record is quarantined); never set it in production",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     # --- Kafka connection security (every client supplyflow creates uses these) -------
@@ -370,14 +380,24 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "deadline_grace", "broker_session_timeout", "batch_window", "batch_idle", mode="before"
+        "deadline_grace",
+        "broker_session_timeout",
+        "batch_window",
+        "batch_idle",
+        "stall_after",
+        mode="before",
     )
     @classmethod
     def _parse_duration(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
 
     @field_serializer(
-        "deadline_grace", "broker_session_timeout", "batch_window", "batch_idle", "sla_invoice"
+        "deadline_grace",
+        "broker_session_timeout",
+        "batch_window",
+        "batch_idle",
+        "stall_after",
+        "sla_invoice",
     )
     def _dump_duration(self, value: timedelta | None) -> str | None:
         return None if value is None else format_duration(value)

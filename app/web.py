@@ -1,6 +1,7 @@
 """HTTP views of a worker: health, metrics, its OpenAPI document, and queries for any key.
 
-``/health`` answers 200 once the worker runs (503 while starting or recovering);
+``/health`` answers 200 once the worker runs (503 while starting or recovering), with
+``status`` ``degraded`` and the stalled partitions while any is (see ``app.health``);
 ``/health/live`` answers 200 while the process works, recovery included (a liveness
 probe), ``/health/ready`` like ``/health`` (a readiness probe). Both also name the URL the
 worker advertises to the others (``SUPPLYFLOW_ADVERTISED_URL``). ``/openapi.json`` is the
@@ -265,6 +266,7 @@ def register_views(
     ensure_index: Callable[[], None],
     *,
     api_token: SecretStr | None = None,
+    degraded: Callable[[], list[dict[str, Any]]] = list,
 ) -> None:
     """Register the worker's HTTP routes (:data:`ROUTES`) on ``app``'s web server."""
     router = KeyRouter(app, api_token)
@@ -284,7 +286,13 @@ def register_views(
     async def health(web: Any, request: Any) -> Any:
         state = health_state(app)
         status = 200 if state == "running" else _UNAVAILABLE
-        return _json(web, {"status": state, "app_id": app.conf.id}, status)
+        stalled = degraded() if state == "running" else []
+        if stalled:
+            # Still 200: a probe on /health must not restart a worker retrying a broker
+            # outage, nor take it out of service (docs/guarantees.md, "degraded").
+            state = "degraded"
+        body = {"status": state, "app_id": app.conf.id, "degraded": stalled}
+        return _json(web, body, status)
 
     async def health_live(web: Any, request: Any) -> Any:
         return _health(web, *liveness(app))

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, NoReturn
@@ -38,6 +38,7 @@ from supplyflow.agents.runtime.reader import InputReader, owned_partitions
 from supplyflow.agents.state import StateTables, state_table
 from supplyflow.app import kafka_records, membership
 from supplyflow.app.exceptions import AppError
+from supplyflow.app.health import PartitionHealth
 from supplyflow.app.kafka_clients import faust_client_settings, ssl_context, token_source
 from supplyflow.app.logs import logging_config
 from supplyflow.app.memory import register_memory_trim
@@ -264,6 +265,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         app, ticks, drivers, batch_window_s=config.batch.window_s, on_fatal=stop_on_fatal
     )
     readers = [driver.reader for driver in drivers]
+    health = PartitionHealth(readers, config, (PO_EVENTS, ORDER_EVENTS, INVENTORY_EVENTS))
     register_ticker(app, ticks)
     register_memory_trim(app, metrics.memory_trim.observe)
 
@@ -295,9 +297,18 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         open_counts=open_counts,
         readers=readers,
         rocksdb_memory=rocksdb_memory,
+        stalled=health.stalled,
     )
     metrics.registry.register(WorkerCollector(probes, RULES))
-    register_views(app, metrics, tables, open_index, ensure_index, api_token=settings.api_token)
+    register_views(
+        app,
+        metrics,
+        tables,
+        open_index,
+        ensure_index,
+        api_token=settings.api_token,
+        degraded=health.degraded,
+    )
     return Worker(
         app=app, metrics=metrics, settings=settings, tables=tables, stop_on_fatal=stop_on_fatal
     )
@@ -321,6 +332,7 @@ def _probes(
     open_counts: Callable[[], dict[str, int]],
     readers: Sequence[InputReader],
     rocksdb_memory: faust_runtime.SharedRocksDBMemory,
+    stalled: Callable[[], Mapping[tuple[str, int], bool]],
 ) -> StateProbes:
     """Scrape-time readings of the worker's state."""
     inputs = {settings.topic(t): t for t in (PO_EVENTS, ORDER_EVENTS, INVENTORY_EVENTS)}
@@ -363,6 +375,7 @@ def _probes(
         open_exceptions=open_counts,
         pending_deadlines=lambda: sum(actor.index.size() for actor in actors),
         rocksdb_memory=rocksdb_memory.usage,
+        stalled=stalled,
     )
 
 

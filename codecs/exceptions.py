@@ -21,6 +21,7 @@ Reason = Literal[
     "unknown_entity",
     "line_mismatch",
     "entity_too_large",
+    "processing_failed",
 ]
 #: Every reason, in the order above.
 REASONS: Final[tuple[Reason, ...]] = get_args(Reason)

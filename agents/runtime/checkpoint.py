@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from supplyflow.agents.runtime.exceptions import StateWriteError
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers
 from supplyflow.agents.runtime.table_io import TableIO
@@ -63,7 +64,13 @@ class Checkpoint:
         staged = self.io.take_staged()
         if not staged:
             return
-        # 2. States and markers in the changelog, acknowledged.
-        offsets = await self.io.send_to_changelog(staged)
-        # 3. RocksDB and the persisted changelog offset.
-        self.io.write_store(staged, offsets)
+        try:
+            # 2. States and markers in the changelog, acknowledged.
+            offsets = await self.io.send_to_changelog(staged)
+            # 3. RocksDB and the persisted changelog offset.
+            self.io.write_store(staged, offsets)
+        except Exception as exc:  # any: the outputs are out already
+            raise StateWriteError(
+                f"the outputs of a batch were sent but its states could not be written "
+                f"({type(exc).__name__}: {exc}); the batch is read again"
+            ) from exc

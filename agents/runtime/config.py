@@ -58,6 +58,12 @@ class RuntimeConfig:
     #: they arrive in a partition that does not own their key (see ``routing``)
     routed_topics: Mapping[str, str] = field(default_factory=dict)
     batch: BatchTunables = BatchTunables()
+    #: a partition with records to process that has not advanced for this long, in
+    #: seconds, is stalled (``SUPPLYFLOW_STALL_AFTER``; see ``runtime.stall``)
+    stall_after_s: float = 30.0
+    #: test only (``SUPPLYFLOW_TEST_FAIL_ON_ID``): the agents raise on an event with this
+    #: ``event_id``, to prove a record that makes processing fail is quarantined
+    fail_on_event_id: str | None = None
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a contract topic such as ``po.events``."""

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from supplyflow.agents.runtime.exceptions import FATAL_ERRORS
+from supplyflow.agents.runtime.quarantine import Quarantine
 from supplyflow.agents.runtime.reader import (
     BatchHandler,
     InputReader,
@@ -59,6 +60,7 @@ class ReaderAgent:
         markers: Callable[[int], Mapping[str, int | None]],
         on_tick: TickHandler | None,
         on_error: Callable[[], None],
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.app = app
         self.reader = reader
@@ -67,6 +69,8 @@ class ReaderAgent:
         self.markers = markers
         self.on_tick = on_tick
         self.on_error = on_error
+        #: dead-letters a record that fails alone (see ``runtime.quarantine``)
+        self.quarantine = quarantine
         self.lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -76,6 +80,7 @@ class ReaderAgent:
         """After the batch in progress, stop reading (ticks activate what stays here)."""
         async with self.lock:
             self.reader.reset()
+            self.reader.watch.forget()
 
     def owned(self) -> frozenset[int]:
         return owned_partitions(self.app, self.ticks_topic)
@@ -110,6 +115,7 @@ class ReaderAgent:
                 self.handle,
                 on_error=self.on_error,
                 stopping=self._stopping,
+                quarantine=self.quarantine,
             )
         )
 

@@ -48,7 +48,15 @@ from aiokafka.structs import OffsetAndMetadata
 
 from supplyflow.agents.runtime.config import RuntimeConfig
 from supplyflow.agents.runtime.exceptions import FATAL_ERRORS
+from supplyflow.agents.runtime.quarantine import (
+    Quarantine,
+    RetryPolicy,
+    describe,
+    is_infrastructure,
+    process_or_isolate,
+)
 from supplyflow.agents.runtime.records import Record, record_of
+from supplyflow.agents.runtime.stall import StallWatch
 
 __all__ = ["BatchHandler", "InputReader", "owned_partitions", "read_batches"]
 
@@ -56,13 +64,15 @@ log = logging.getLogger(__name__)
 
 #: How often processed offsets are committed to the input group, in seconds.
 _COMMIT_EVERY_S: Final = 1.0
-#: Wait after a batch failed before reading again (the partitions restart from markers).
-_RETRY_AFTER_S: Final = 1.0
 #: At least this many bytes per partition fetch (aiokafka's default).
 _MIN_FETCH_BYTES: Final = 1024 * 1024
 #: How often a reader asks Kafka where its input partitions end, in seconds: how far the
 #: time a partition is known to be read up to lags behind (deadlines wait for it).
 _PROBE_EVERY_S: Final = 0.5
+
+
+#: How batches that fail are tried again (see :mod:`.quarantine`).
+DEFAULT_RETRY: Final = RetryPolicy()
 
 
 def owned_partitions(app: Any, topic: str) -> frozenset[int]:
@@ -108,6 +118,8 @@ class InputReader:
         self._last_probe = 0.0
         #: probed partition -> every record appended before this time is processed
         self._read_up_to: dict[TopicPartition, float] = {}
+        #: which partitions advance, which are stalled (``/health``)
+        self.watch = StallWatch(config.stall_after_s)
 
     @property
     def active(self) -> frozenset[int]:
@@ -166,6 +178,7 @@ class InputReader:
             # resets to it on its first fetch). No request here: activation holds the
             # agent's lock, which a stop or a rebalance waits for.
             self._next[tp] = 0 if marker is None else marker + 1
+            self.watch.watching(tp.topic, partition)
             log.info("reading %s[%d] from offset %d", tp.topic, partition, self._next[tp])
         self.rewind()
 
@@ -182,6 +195,16 @@ class InputReader:
             return None
         end = self._consumer.highwater(tp)
         return None if end is None else int(end)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records Kafka holds past the next one to process, per active topic partition
+        whose end is known."""
+        out = {}
+        for tp, offset in self._next.items():
+            end = self.highwater(tp.topic, tp.partition)
+            if end is not None and end >= 0:
+                out[(tp.topic, tp.partition)] = max(0, end - offset)
+        return out
 
     async def probe(self) -> None:
         """Ask Kafka where the probed active partitions end (at most every
@@ -308,20 +331,29 @@ async def read_batches(
     *,
     on_error: Callable[[], None],
     stopping: asyncio.Event,
+    quarantine: Quarantine | None = None,
+    policy: RetryPolicy = DEFAULT_RETRY,
 ) -> None:
     """Read and handle batches until ``stopping`` is set (run as a task beside the agent).
 
     A batch is handled under ``lock`` (held by the agent's tick handler and by the
-    revocation handler too), and only if no rebalance started since it was read. If
-    handling fails, the error is logged, ``on_error`` drops what the batch queued, and
-    every partition is read again from its marker once the next tick activates it; an
-    error of :data:`.FATAL_ERRORS` ends the task instead (the ticks agent stops the
-    worker with it).
+    revocation handler too), and only if no rebalance started since it was read. A batch
+    that fails with a record's error is tried again and then bisected, and the record that
+    fails alone goes to ``quarantine`` (see :mod:`.quarantine`; without one, it is handled
+    as an infrastructure error). On an infrastructure error the error is logged,
+    ``on_error`` drops what the batch queued, and every partition is read again from its
+    marker once the next tick activates it, after a pause that grows while it lasts; an
+    error of :data:`.FATAL_ERRORS` ends the task instead (the ticks agent stops the worker
+    with it). The reader's :class:`.StallWatch` learns which partitions advanced and
+    which failed.
     """
+    failures = 0  # infrastructure failures in a row
+    watch = reader.watch
     while not stopping.is_set():
         await reader.probe()
         version, events = await reader.next_batch()
         if not events:
+            watch.advanced(tp for tp, lag in reader.lag().items() if lag == 0)
             await reader.settle()
             await reader.commit()  # the last batch's offsets, once the input went quiet
             continue
@@ -334,24 +366,40 @@ async def read_batches(
                 reader.rewind()  # the revocation that follows resets the reader
             else:
                 reader.accept(events)
+            partitions = {(e.topic, e.partition) for e in events}
             try:
                 if not held_back:
-                    await handle(events)
+                    if quarantine is None:
+                        await handle(events)
+                    else:
+                        await process_or_isolate(
+                            events, handle, discard=on_error, quarantine=quarantine, policy=policy
+                        )
+                    watch.advanced(partitions)
+                    failures = 0
             except FATAL_ERRORS:
                 on_error()
                 raise
-            except Exception:
-                log.exception(
-                    "a batch of %d records of %s failed; its partitions are read again from "
-                    "their progress markers",
+            except Exception as exc:
+                failures += 1
+                kind, message = describe(exc)
+                log.error(
+                    "a batch of %d records of %s failed (%s, %d in a row: %s: %s); its "
+                    "partitions are read again from their progress markers",
                     len(events),
                     ", ".join(reader.topics),
+                    "infrastructure" if is_infrastructure(exc) else "not isolated",
+                    failures,
+                    kind,
+                    message,
+                    exc_info=exc,
                 )
+                watch.failed(partitions, exc)
                 on_error()
                 reader.reset()
                 held_back = True
         if held_back:
-            await asyncio.sleep(_RETRY_AFTER_S)
+            await asyncio.sleep(policy.infrastructure_pause(max(1, failures)))
             continue
         await reader.settle()
         await reader.commit()

@@ -12,6 +12,7 @@ import pytest
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from supplyflow.agents.runtime.checkpoint import Checkpoint
+from supplyflow.agents.runtime.exceptions import StateWriteError
 from supplyflow.agents.runtime.outbox import Outbox
 from supplyflow.agents.runtime.progress import ProgressMarkers, marker_key
 from supplyflow.agents.runtime.table_io import Staged, TableIO, encode
@@ -127,8 +128,9 @@ async def test_a_changelog_kafka_refused_leaves_the_store_untouched(table: Any) 
     log: list[str] = []
     checkpoint = _checkpoint(table, log, fail=table.changelog_topic.get_topic_name())
     _batch(checkpoint)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(StateWriteError) as caught:  # (after the outputs: never quarantined)
         await checkpoint.commit()
+    assert isinstance(caught.value.__cause__, ConnectionError)
     assert [line.split()[0] for line in log] == ["send", "send", "ack", "ack"]
     assert checkpoint.io.get(1, "PO-1") is None
     assert table.data._db_for_partition(1).get(encode("PO-1")) is None

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from supplyflow.agents.runtime.config import BatchTunables
 from supplyflow.agents.runtime.driver import drive
+from supplyflow.agents.runtime.quarantine import RetryPolicy
 from supplyflow.agents.runtime.reader import InputReader, read_batches
 from supplyflow.agents.runtime.records import Record
 from supplyflow.app.runtime_config import runtime_config
@@ -328,3 +330,81 @@ def test_the_ticks_agent_stops_every_reader_and_the_worker_on_a_fatal_error() ->
     assert [str(e) for e in fatal] == ["stored order state has format version 9"]
     assert fine.calls == ["start", "tick [0, 1]", "stop"]
     assert failing.calls == ["start", "tick [0, 1]", "stop"]
+
+
+def test_a_record_that_fails_alone_is_quarantined_and_the_partition_goes_on() -> None:
+    async def run() -> tuple[list[int], list[int], list[Any]]:
+        consumer = FakeConsumer({TopicPartition(TOPIC, 0): 4})
+        reader = _reader(consumer)
+        await reader.start()
+        reader.activate(0, {TOPIC: None})
+        applied: list[int] = []
+        quarantined: list[int] = []
+        stopping = asyncio.Event()
+
+        async def handle(events: list[Record]) -> None:
+            if any(e.offset == 1 for e in events):
+                raise ValueError("a bug that record 1 reaches")
+            applied.extend(e.offset for e in events)
+            if applied[-1] == 3:
+                stopping.set()
+
+        async def quarantine(record: Record, error: BaseException) -> None:
+            quarantined.append(record.offset)
+
+        await asyncio.wait_for(
+            read_batches(
+                FakeApp(),
+                reader,
+                asyncio.Lock(),
+                handle,
+                on_error=_nothing,
+                stopping=stopping,
+                quarantine=quarantine,
+                policy=RetryPolicy(backoff_s=(0.0,)),
+            ),
+            5,
+        )
+        return applied, quarantined, reader.watch.states(reader.lag())
+
+    applied, quarantined, states = asyncio.run(run())
+    assert (applied, quarantined) == ([0, 2, 3], [1])
+    assert [(s.partition, s.stalled, s.error) for s in states] == [(0, False, None)]
+
+
+def test_an_infrastructure_error_is_read_again_and_shows_on_the_partition() -> None:
+    async def run() -> tuple[list[Any], bool]:
+        consumer = FakeConsumer({TopicPartition(TOPIC, 0): 2})
+        reader = _reader(consumer)
+        await reader.start()
+        reader.activate(0, {TOPIC: None})
+        stopping = asyncio.Event()
+        quarantined: list[int] = []
+
+        async def handle(events: list[Record]) -> None:
+            stopping.set()
+            raise KafkaConnectionError("the broker went away")
+
+        async def quarantine(record: Record, error: BaseException) -> None:
+            quarantined.append(record.offset)
+
+        await asyncio.wait_for(
+            read_batches(
+                FakeApp(),
+                reader,
+                asyncio.Lock(),
+                handle,
+                on_error=_nothing,
+                stopping=stopping,
+                quarantine=quarantine,
+            ),
+            5,
+        )
+        return reader.watch.states({}), quarantined == [] and reader.active == frozenset()
+
+    states, reset = asyncio.run(run())
+    assert reset  # nothing dead-lettered; read again from the markers on the next tick
+    ((topic, partition, error),) = [(s.topic, s.partition, s.error) for s in states]
+    assert (topic, partition) == (TOPIC, 0)
+    assert error is not None
+    assert error[0] == "KafkaConnectionError"
