@@ -23,15 +23,13 @@ from typing import Any, Final
 
 import orjson
 
+from supplyflow.agents.dead_letters import DeadLetters, SentLetters, replayed
 from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import (
-    DeadLetters,
-    SentLetters,
     complete_from_markers,
     decode_batch,
     observe_processed,
     purge_applied,
-    replayed,
 )
 from supplyflow.agents.metrics import Metrics, observe_all
 from supplyflow.agents.runtime.checkpoint import Checkpoint

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from supplyflow.agents import ingest
-from supplyflow.agents.ingest import DeadLetters, Rejected, SentLetters
+from supplyflow.agents import dead_letters
+from supplyflow.agents.dead_letters import DeadLetters, Rejected, SentLetters
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.routing import ROUTED
 from supplyflow.app.runtime_config import runtime_config
@@ -75,7 +75,7 @@ def dlq_tail(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[Record]]:
         for record in tails.get(partition, []):
             each(record)
 
-    monkeypatch.setattr(ingest, "read_tail", read_tail)
+    monkeypatch.setattr(dead_letters, "read_tail", read_tail)
     tails[-1] = reads  # type: ignore[assignment]  # the partitions read, for the test
     return tails
 
