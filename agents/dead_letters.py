@@ -44,9 +44,13 @@ class Rejected:
     #: (partition, offset) in its input topic, for a record routed from another
     #: partition (see agents.runtime.routing); None: read where it was produced
     origin: tuple[int, int] | None = None
+    #: the stream it was applied as in timestamp order (see agents.runtime.ordering)
+    lane: str | None = None
 
     @property
     def stream(self) -> str:
+        if self.lane is not None:
+            return self.lane
         return "" if self.origin is None else ROUTED
 
     @property

@@ -26,6 +26,7 @@ from supplyflow.agents.metrics import Metrics, observe_all
 from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.config import RuntimeConfig
 from supplyflow.agents.runtime.driver import ReaderAgent
+from supplyflow.agents.runtime.ordering import ApplyOrder
 from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
 from supplyflow.agents.runtime.reader import InputReader
 from supplyflow.agents.runtime.records import Record, by_partition
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: (input stream, partition) -> its marker before the batch, filled in per partition
+_Floors = dict[tuple[str, int], int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ def decode_batch(
                     msg.value,
                     headers,
                     msg.origin,
+                    msg.lane,
                 )
             )
             continue
@@ -128,6 +133,7 @@ def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
         msg.value,
         msg.headers,
         msg.origin,
+        msg.lane,
     )
 
 
@@ -175,15 +181,37 @@ class InputAgent:
             config, [self.input_name, self.routed_name], probed=[self.input_name]
         )
         self.purge = Purge(config.kafka, self.routed_name)
+        #: None: records are applied as read (``SUPPLYFLOW_APPLY_ORDER=arrival``)
+        self.order = (
+            ApplyOrder(
+                topics=(self.input_name, self.routed_name),
+                partitions=config.partitions,
+                lateness_ms=config.apply_lateness_ms,
+                table=checkpoint.markers.table,
+            )
+            if config.apply_order == "timestamp"
+            else None
+        )
+        #: partitions whose late records were logged (once per process)
+        self._warned_late: set[int] = set()
 
     def marker_of(self, partition: int) -> dict[str, int | None]:
-        """The input and routed topics' markers in ``partition``."""
-        return {t: self.markers.last(t, partition) for t in (self.input_name, self.routed_name)}
+        """Where reading ``partition`` starts when it is activated: the input and routed
+        topics' markers, or, in timestamp order, the first record held back unapplied."""
+        topics = (self.input_name, self.routed_name)
+        marks = {t: self.markers.last(t, partition) for t in topics}
+        if self.order is None:
+            return marks
+        for topic in topics:
+            self.markers.rescan(topic, partition)
+        return self.order.resume(partition, marks)
 
     def discard(self) -> None:
         """Drop what a failed batch queued (it is read again from the markers)."""
         self.checkpoint.discard()
         self.router.discarded()
+        if self.order is not None:
+            self.order.drop()
 
     async def process_batch(self, records: Sequence[Record]) -> None:
         """Apply a batch of the input topic (partitions mixed, each in offset order)."""
@@ -192,7 +220,7 @@ class InputAgent:
             await self.process(groups)
 
     async def _route(
-        self, partition: int, records: list[Record], floors: dict[tuple[str, int], int | None]
+        self, partition: int, records: list[Record], floors: _Floors
     ) -> tuple[list[Record], list[Record]]:
         """(the partition's records completed: each once, no gaps; those to apply)."""
         topics = (self.input_name, self.routed_name)
@@ -212,6 +240,8 @@ class InputAgent:
         batch: list[Record] = []
         for partition, records in groups.items():
             completed[partition], mine = await self._route(partition, records, floors)
+            if self.order is not None:
+                mine = self._in_order(self.order, partition, mine, floors)
             batch.extend(mine)
         accepted, rejected = decode_batch(topic, batch, max_bytes=self.max_bytes)
         if accepted:
@@ -227,6 +257,8 @@ class InputAgent:
         for partition, records in completed.items():
             for name in (self.input_name, self.routed_name):
                 self.markers.record_all(name, partition, [r for r in records if r.topic == name])
+            if self.order is not None:
+                self.order.stage(partition)
         await self.checkpoint.commit()
         self.router.committed()
         forwarded = self.router.take_forwarded()
@@ -237,12 +269,48 @@ class InputAgent:
         read = [r for records in completed.values() for r in records if r.topic == self.input_name]
         observe_processed(metrics, topic, batch, read)
 
+    def _in_order(
+        self, order: ApplyOrder, partition: int, records: list[Record], floors: _Floors
+    ) -> list[Record]:
+        """Hold ``records`` back, and return those that can be applied in timestamp order
+        now (see :mod:`~supplyflow.agents.runtime.ordering`)."""
+        for lane, offset in order.floors(partition).items():
+            floors[(lane, partition)] = offset
+        order.hold(partition, records)
+        read_up_to = self.router.announced(partition)
+        own = self.reader.read_up_to_ms(self.input_name, partition)
+        if own is not None:
+            read_up_to[partition] = own
+        released = order.release(partition, read_up_to)
+        late = order.take_late(partition)
+        if late and partition not in self._warned_late:
+            self._warned_late.add(partition)
+            log.warning(
+                "%s[%d]: %d records reached Kafka later than SUPPLYFLOW_APPLY_LATENESS "
+                "allows after their timestamp, and were applied when read, after records "
+                "with later timestamps; raise it if producers deliver that late",
+                self.input_name,
+                partition,
+                late,
+            )
+        return released
+
     async def tick(self, partition: int, owned: frozenset[int]) -> None:
         """Deadlines due in ``partition`` (transitions first, then the states), and the
-        announcement of how far its input partition has been read."""
+        announcement of how far its input partition has been read. In timestamp order,
+        first the held records that can be applied now."""
         own = self.reader.read_up_to_ms(self.input_name, partition)
+        read_up_to = self.router.read_up_to(partition, own)
+        if self.order is not None:
+            try:
+                await self.process({partition: []})
+            except Exception:
+                self.discard()  # read again from the stored state, as after a failed batch
+                self.reader.reset()
+                raise
+            read_up_to = self.order.applied_up_to(partition, read_up_to)
         if self._on_tick is not None:
-            await self._on_tick(partition, owned, self.router.read_up_to(partition, own))
+            await self._on_tick(partition, owned, read_up_to)
         if own is not None:
             self.router.announce(partition, own)
         await self.checkpoint.commit()

@@ -50,6 +50,8 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
             settings.batch_window.total_seconds(),
             settings.batch_idle.total_seconds(),
         ),
+        apply_order=settings.apply_order,
+        apply_lateness_ms=int(settings.apply_lateness.total_seconds() * 1000),
     )
 
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["BatchTunables", "RuntimeConfig"]
+__all__ = ["ApplyOrderName", "BatchTunables", "RuntimeConfig"]
+
+#: The order a partition applies its records in (``SUPPLYFLOW_APPLY_ORDER``): as read,
+#: or by timestamp across source partitions (see ``ordering``).
+ApplyOrderName = Literal["arrival", "timestamp"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class RuntimeConfig:
     #: they arrive in a partition that does not own their key (see ``routing``)
     routed_topics: Mapping[str, str] = field(default_factory=dict)
     batch: BatchTunables = BatchTunables()
+    #: the order each partition applies its records in (see ``ordering``)
+    apply_order: ApplyOrderName = "arrival"
+    #: in timestamp order, how late (ms) a record may reach Kafka after its timestamp
+    apply_lateness_ms: int = 0
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a contract topic such as ``po.events``."""

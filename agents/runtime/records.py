@@ -30,10 +30,16 @@ class Record:
     #: (partition, offset) of the record in its input topic, when it was read from a
     #: routed topic (see :mod:`.routing`); None for a record read where it was produced
     origin: tuple[int, int] | None = None
+    #: the stream it is applied as when its partition applies records in timestamp order
+    #: (see :mod:`.ordering`: one per source partition, offsets its source offsets)
+    lane: str | None = None
 
     @property
     def stream(self) -> str:
-        """The input stream it was read from: ``""`` its input topic, ``"r"`` routed."""
+        """The input stream it is applied as: ``""`` its input topic, ``"r"`` routed, or
+        its lane in timestamp order."""
+        if self.lane is not None:
+            return self.lane
         return "" if self.origin is None else "r"
 
     @property
