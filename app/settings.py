@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         "one key's records were produced to (round-robin or random producers)",
     )
     apply_lateness: Annotated[timedelta, NoDecode] = Field(
-        default=timedelta(0),
+        default=timedelta(seconds=2),
         ge=timedelta(0),
         description="timestamp order: how long after its timestamp a record may still reach "
         "Kafka and be applied in order (records are held back this much longer)",

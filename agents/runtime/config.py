@@ -63,7 +63,7 @@ class RuntimeConfig:
     #: the order each partition applies its records in (see ``ordering``)
     apply_order: ApplyOrderName = "arrival"
     #: in timestamp order, how late (ms) a record may reach Kafka after its timestamp
-    apply_lateness_ms: int = 0
+    apply_lateness_ms: int = 2000
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a contract topic such as ``po.events``."""
