@@ -29,7 +29,7 @@ from supplyflow.agents.runtime.driver import ReaderAgent
 from supplyflow.agents.runtime.ordering import ApplyOrder
 from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
 from supplyflow.agents.runtime.reader import InputReader
-from supplyflow.agents.runtime.records import Record, by_partition
+from supplyflow.agents.runtime.records import LaneRecord, Record, by_partition
 from supplyflow.agents.runtime.routing import ROUTED, Purge, Router
 from supplyflow.codecs import AnyEvent, DecodeError, decode_input
 
@@ -97,7 +97,7 @@ def decode_batch(
                     msg.value,
                     headers,
                     msg.origin,
-                    msg.lane,
+                    msg.lane if isinstance(msg, LaneRecord) else None,
                 )
             )
             continue
@@ -133,7 +133,7 @@ def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
         msg.value,
         msg.headers,
         msg.origin,
-        msg.lane,
+        msg.lane if isinstance(msg, LaneRecord) else None,
     )
 
 

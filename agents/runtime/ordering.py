@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from supplyflow.agents.runtime.progress import marker_key
-from supplyflow.agents.runtime.records import Record
+from supplyflow.agents.runtime.records import LaneRecord, Record
 from supplyflow.codecs.state import StateFormat
 
 __all__ = [
@@ -227,7 +227,7 @@ class ApplyOrder:
             if applied is None or offset > applied[0]:
                 part.applied[source] = (offset, t)
             out.append(
-                Record(
+                LaneRecord(
                     record.topic,
                     partition,
                     offset,

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Record", "by_partition", "record_of"]
+__all__ = ["LaneRecord", "Record", "by_partition", "record_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +30,31 @@ class Record:
     #: (partition, offset) of the record in its input topic, when it was read from a
     #: routed topic (see :mod:`.routing`); None for a record read where it was produced
     origin: tuple[int, int] | None = None
-    #: the stream it is applied as when its partition applies records in timestamp order
-    #: (see :mod:`.ordering`: one per source partition, offsets its source offsets)
-    lane: str | None = None
 
     @property
     def stream(self) -> str:
-        """The input stream it is applied as: ``""`` its input topic, ``"r"`` routed, or
-        its lane in timestamp order."""
-        if self.lane is not None:
-            return self.lane
+        """The input stream it was read from: ``""`` its input topic, ``"r"`` routed."""
         return "" if self.origin is None else "r"
 
     @property
     def source(self) -> tuple[int, int]:
         """(partition, offset) where it was produced: its provenance in dead letters."""
         return (self.partition, self.offset) if self.origin is None else self.origin
+
+
+@dataclass(frozen=True, slots=True)
+class LaneRecord(Record):
+    """A record its partition applies in timestamp order (see :mod:`.ordering`): its
+    offset is its source offset, and it is applied as the stream of its source partition,
+    its *lane*. (A subclass: the records applied as read carry no field more, each one
+    costs time to build.)"""
+
+    lane: str = ""
+
+    @property
+    def stream(self) -> str:
+        """The lane it is applied as."""
+        return self.lane
 
 
 def record_of(topic: str, partition: int, record: Any) -> Record:
