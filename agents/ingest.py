@@ -314,7 +314,18 @@ class InputAgent:
         if own is not None:
             self.router.announce(partition, own)
         await self.checkpoint.commit()
-        await purge_applied(self.purge, self.markers, self.reader.active)
+        if self.order is None:
+            await purge_applied(self.purge, self.markers, self.reader.active)
+        elif self.purge.due():  # not the routed records held back, unapplied
+            order, routed = self.order, self.routed_name
+            await self.purge.run(
+                (p, _lowest(self.markers.last(routed, p), order.held_from(p, routed)))
+                for p in sorted(self.reader.active)
+            )
+
+
+def _lowest(marker: int | None, held_from: int | None) -> int | None:
+    return marker if held_from is None or marker is None else min(marker, held_from)
 
 
 async def purge_applied(purge: Purge, markers: ProgressMarkers, partitions: Iterable[int]) -> None:

@@ -159,6 +159,12 @@ class ApplyOrder:
                 out[topic] = offset
         return out
 
+    def held_from(self, partition: int, topic: str) -> int | None:
+        """The stored offset before the first record of ``topic[partition]`` held back
+        (None: none held): the records after it must stay in Kafka."""
+        resume, _ = self._stored(partition)
+        return resume.get(topic)
+
     def drop(self) -> None:
         """Forget every partition (a batch failed: they are read again from the stored
         state, see :meth:`resume`)."""

@@ -208,3 +208,19 @@ def test_the_order_is_the_same_whatever_the_arrival_and_across_a_restart() -> No
         for record in second.release(OWNER, everything_read):
             applied.append((record.stream, record.offset))
         assert applied == expected, f"arrival seed {seed}"
+
+
+def test_the_records_held_back_stay_in_kafka_and_are_read_again() -> None:
+    table = DictTable()
+    order, src = _order(table), Source()
+    order.hold(OWNER, [src.record(1, 0, 1000), src.record(2, 0, 1100), src.record(0, 5, 1200)])
+    assert len(order.release(OWNER, dict.fromkeys(range(N), 1050))) == 1
+    order.stage(OWNER)
+    # Routed offset 1 (1@0) is applied, routed 2 (2@0) and input 5 are held.
+    assert order.held_from(OWNER, ROUTED) == 1
+    assert order.held_from(OWNER, IN) == 4
+    assert _order(table).resume(OWNER, {IN: 5, ROUTED: 2}) == {IN: 4, ROUTED: 1}
+    assert order.release(OWNER, dict.fromkeys(range(N), 2000))
+    order.stage(OWNER)
+    assert order.held_from(OWNER, ROUTED) is None
+    assert _order(table).resume(OWNER, {IN: 5, ROUTED: 2}) == {IN: 5, ROUTED: 2}
