@@ -16,25 +16,23 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final
+from typing import Any
 
-from supplyflow.agents.metrics import DEAD_LETTERED, Metrics, observe_all
+from supplyflow.agents.dead_letters import DeadLetters, Rejected, SentLetters, replayed
+from supplyflow.agents.metrics import Metrics, observe_all
 from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.config import RuntimeConfig
 from supplyflow.agents.runtime.driver import ReaderAgent
-from supplyflow.agents.runtime.outbox import Outbox
+from supplyflow.agents.runtime.ordering import ApplyOrder
 from supplyflow.agents.runtime.progress import ProgressMarkers, merge_completed
 from supplyflow.agents.runtime.quarantine import describe
 from supplyflow.agents.runtime.reader import InputReader
-from supplyflow.agents.runtime.records import Record, by_partition
+from supplyflow.agents.runtime.records import LaneRecord, Record, by_partition
 from supplyflow.agents.runtime.routing import ROUTED, Purge, Router
-from supplyflow.agents.runtime.tail import READ_BACK_RECORDS, read_tail
-from supplyflow.agents.topics import DLQ
-from supplyflow.codecs import AnyEvent, DecodeError, build_dead_letter, decode_input
-from supplyflow.codecs.dlq import DLQ_HEADER_PREFIX
+from supplyflow.codecs import AnyEvent, DecodeError, decode_input
 
 __all__ = [
     "Accepted",
@@ -42,17 +40,18 @@ __all__ = [
     "EntityTickHandler",
     "InjectedFaultError",
     "InputAgent",
-    "Rejected",
-    "SentLetters",
     "complete_from_markers",
     "decode_batch",
+    "observe_processed",
     "purge_applied",
     "quarantined",
     "register_input_agent",
-    "replayed",
 ]
 
 log = logging.getLogger(__name__)
+
+#: (input stream, partition) -> its marker before the batch, filled in per partition
+_Floors = dict[tuple[str, int], int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,33 +65,6 @@ class Accepted:
     timestamp_ms: int | None
     #: the record it was decoded from
     record: Record
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A record that goes to the dead-letter topic."""
-
-    error: DecodeError
-    #: the partition it was read in (its owner's: the ``dlq`` partition it goes to)
-    partition: int
-    #: its offset in the stream it was read from
-    offset: int
-    timestamp_ms: int | None
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    #: (partition, offset) in its input topic, for a record routed from another
-    #: partition (see agents.runtime.routing); None: read where it was produced
-    origin: tuple[int, int] | None = None
-
-    @property
-    def stream(self) -> str:
-        return "" if self.origin is None else ROUTED
-
-    @property
-    def source(self) -> tuple[int, int]:
-        """(partition, offset) where it was produced: its provenance."""
-        return (self.partition, self.offset) if self.origin is None else self.origin
 
 
 #: Applies the valid events of one batch; returns, aligned with its input, each event's
@@ -128,6 +100,7 @@ def decode_batch(
                     msg.value,
                     headers,
                     msg.origin,
+                    msg.lane if isinstance(msg, LaneRecord) else None,
                 )
             )
             continue
@@ -163,6 +136,7 @@ def rejected_from(item: Accepted, error: DecodeError) -> Rejected:
         msg.value,
         msg.headers,
         msg.origin,
+        msg.lane if isinstance(msg, LaneRecord) else None,
     )
 
 
@@ -191,164 +165,6 @@ def inject_fault(accepted: Sequence[Accepted], event_id: str | None) -> None:
     domain function would, for the event whose ``event_id`` is ``event_id``."""
     if event_id is not None and any(a.event.event_id == event_id for a in accepted):
         raise InjectedFaultError(f"injected failure for event_id {event_id!r}")
-
-
-#: (input stream, partition) -> its marker before the batch
-Floors = Mapping[tuple[str, int], int | None]
-
-
-def replayed(stream: str, partition: int, offset: int, floors: Floors) -> bool:
-    """Whether a record is at or below its stream partition's marker (``floors``, taken
-    before the batch): processed already, so its dead letter was sent and its outcome
-    counted."""
-    floor = floors.get((stream, partition))
-    return floor is not None and offset <= floor
-
-
-#: Where a dead letter's record was produced: (input topic, partition, offset).
-Source = tuple[str, int, int]
-
-
-class SentLetters:
-    """The dead letters ``dlq`` holds, per partition: read back on first use.
-
-    A dead letter goes to the ``dlq`` partition of the partition that owns its record
-    (where it was read, after routing), and is acknowledged before the marker that says its
-    record is done moves; a worker killed in between leaves the record to its successor,
-    which would send the letter again. The successor reads the partition's tail back once
-    (see :mod:`supplyflow.agents.runtime.tail`) and skips letters whose source topic,
-    partition and offset are already there. After that, a letter is added when Kafka
-    acknowledged it (:meth:`mark`), never when it is queued: a letter whose send failed is
-    not in ``dlq``, and the batch that is read again must send it. Shared by a worker's
-    agents.
-    """
-
-    def __init__(self, config: RuntimeConfig) -> None:
-        self.kafka = config.kafka
-        self.topic = config.topic(DLQ)
-        #: partition -> source of each letter -> None, oldest first
-        self._sent: dict[int, dict[Source, None]] = {}
-
-    def forget(self, partitions: Sequence[int]) -> None:
-        """Drop what is known of partitions this worker no longer owns."""
-        for partition in partitions:
-            self._sent.pop(partition, None)
-
-    def mark(self, partition: int, source: Source) -> None:
-        """Kafka acknowledged the letter of ``source`` in ``dlq[partition]``. (A partition
-        not read back yet will find it in the tail.)"""
-        sent = self._sent.get(partition)
-        if sent is not None:
-            sent[source] = None
-            if len(sent) > READ_BACK_RECORDS:
-                del sent[next(iter(sent))]
-
-    async def of(self, partition: int) -> dict[Source, None]:
-        """The letters in ``dlq[partition]`` (this process adds those it sent)."""
-        sent = self._sent.get(partition)
-        if sent is None:
-            found: dict[Source, None] = {}
-
-            def each(message: Any) -> None:
-                headers = dict(message.headers or ())
-                topic, offset = headers.get(_SOURCE_TOPIC), headers.get(_SOURCE_OFFSET)
-                at = headers.get(_SOURCE_PARTITION)
-                if topic is not None and offset is not None and at is not None:
-                    name = topic.decode("utf-8", "replace")
-                    found[(name, int(at), int(offset))] = None
-
-            await read_tail(self.kafka, self.topic, partition, each)
-            sent = self._sent.setdefault(partition, found)
-        return sent
-
-
-_SOURCE_TOPIC: Final = f"{DLQ_HEADER_PREFIX}source-topic"
-_SOURCE_PARTITION: Final = f"{DLQ_HEADER_PREFIX}source-partition"
-_SOURCE_OFFSET: Final = f"{DLQ_HEADER_PREFIX}source-offset"
-
-
-class DeadLetters:
-    """Sends rejected records of one input topic to ``dlq``, with metrics and a log line.
-
-    A letter counts (``SentLetters``, ``supplyflow_dead_letters_total``, the
-    ``dead_lettered`` outcome, the log line) only once Kafka acknowledged it: the outbox
-    calls back per acknowledged record batch. If the send fails, the batch fails, nothing
-    counted it, its markers stay where they were (the checkpoint writes them after the
-    outputs), and the batch read again sends the letter again. A letter larger than the
-    ``dlq`` topic takes is sent truncated (``build_dead_letter``), never dropped.
-    """
-
-    def __init__(
-        self,
-        config: RuntimeConfig,
-        topic: str,
-        metrics: Metrics,
-        letters: SentLetters | None = None,
-    ) -> None:
-        self.topic = topic
-        self.full_name = config.topic(topic)
-        self.dlq = config.topic(DLQ)
-        self.max_bytes = config.max_dlq_message_bytes
-        self.metrics = metrics
-        #: what ``dlq`` holds already (None: not checked, as in tests of a single process)
-        self.letters = letters
-
-    async def add(self, outbox: Outbox, rejected: Sequence[Rejected], floors: Floors) -> None:
-        """Queue every entry in ``outbox`` but replays (see :func:`replayed`) and letters
-        already in ``dlq`` (a checkpoint's outbox: sent before the markers move)."""
-        for bad in rejected:
-            if replayed(bad.stream, bad.partition, bad.offset, floors):
-                continue
-            source_partition, source_offset = bad.source
-            source = (self.full_name, source_partition, source_offset)
-            if self.letters is not None and source in await self.letters.of(bad.partition):
-                continue
-            letter = build_dead_letter(
-                bad.error,
-                topic=self.full_name,
-                partition=source_partition,
-                offset=source_offset,
-                timestamp_ms=bad.timestamp_ms,
-                key=bad.key,
-                value=bad.value,
-                headers=bad.headers,
-                max_bytes=self.max_bytes,
-            )
-            # The owner's partition: the owner of input partition p is dlq[p]'s only writer.
-            outbox.add(
-                self.dlq,
-                bad.partition,
-                letter.key,
-                letter.value,
-                letter.headers,
-                on_acked=partial(self._acked, bad, source),
-            )
-
-    def _acked(self, bad: Rejected, source: Source) -> None:
-        """Kafka has the letter of ``bad``: now it counts as sent."""
-        if self.letters is not None:
-            self.letters.mark(bad.partition, source)
-        self.metrics.dead_letters.labels(topic=self.topic, reason=bad.error.reason).inc()
-        self.metrics.events.labels(topic=self.topic, type="invalid", outcome=DEAD_LETTERED).inc()
-        _, source_partition, source_offset = source
-        entity_id = bad.key[:128].decode("utf-8", "replace") if bad.key else None
-        log.warning(
-            "dead-lettered %s[%d]@%d event_id=%s entity_id=%s: %s",
-            self.full_name,
-            source_partition,
-            source_offset,
-            bad.error.event_id,
-            entity_id,
-            bad.error,
-            extra={
-                "event_id": bad.error.event_id,
-                "entity_id": entity_id,
-                "topic": self.full_name,
-                "partition": source_partition,
-                "offset": source_offset,
-                "reason": bad.error.reason,
-            },
-        )
 
 
 class InputAgent:
@@ -396,15 +212,37 @@ class InputAgent:
             config, [self.input_name, self.routed_name], probed=[self.input_name]
         )
         self.purge = Purge(config.kafka, self.routed_name)
+        #: None: records are applied as read (``SUPPLYFLOW_APPLY_ORDER=arrival``)
+        self.order = (
+            ApplyOrder(
+                topics=(self.input_name, self.routed_name),
+                partitions=config.partitions,
+                lateness_ms=config.apply_lateness_ms,
+                table=checkpoint.markers.table,
+            )
+            if config.apply_order == "timestamp"
+            else None
+        )
+        #: partitions whose late records were logged (once per process)
+        self._warned_late: set[int] = set()
 
     def marker_of(self, partition: int) -> dict[str, int | None]:
-        """The input and routed topics' markers in ``partition``."""
-        return {t: self.markers.last(t, partition) for t in (self.input_name, self.routed_name)}
+        """Where reading ``partition`` starts when it is activated: the input and routed
+        topics' markers, or, in timestamp order, the first record held back unapplied."""
+        topics = (self.input_name, self.routed_name)
+        marks = {t: self.markers.last(t, partition) for t in topics}
+        if self.order is None:
+            return marks
+        for topic in topics:
+            self.markers.rescan(topic, partition)
+        return self.order.resume(partition, marks)
 
     def discard(self) -> None:
         """Drop what a failed batch queued (it is read again from the markers)."""
         self.checkpoint.discard()
         self.router.discarded()
+        if self.order is not None:
+            self.order.drop()
 
     async def process_batch(self, records: Sequence[Record]) -> None:
         """Apply a batch of the input topic (partitions mixed, each in offset order)."""
@@ -419,7 +257,7 @@ class InputAgent:
         await self.process({record.partition: [record]}, poison=error)
 
     async def _route(
-        self, partition: int, records: list[Record], floors: dict[tuple[str, int], int | None]
+        self, partition: int, records: list[Record], floors: _Floors
     ) -> tuple[list[Record], list[Record]]:
         """(the partition's records completed: each once, no gaps; those to apply)."""
         topics = (self.input_name, self.routed_name)
@@ -442,6 +280,8 @@ class InputAgent:
         batch: list[Record] = []
         for partition, records in groups.items():
             completed[partition], mine = await self._route(partition, records, floors)
+            if self.order is not None:
+                mine = self._in_order(self.order, partition, mine, floors)
             batch.extend(mine)
         if poison is None:
             accepted, rejected = decode_batch(topic, batch, max_bytes=self.max_bytes)
@@ -463,6 +303,8 @@ class InputAgent:
         for partition, records in completed.items():
             for name in (self.input_name, self.routed_name):
                 self.markers.record_all(name, partition, [r for r in records if r.topic == name])
+            if self.order is not None:
+                self.order.stage(partition)
         await self.checkpoint.commit()
         self.router.committed()
         forwarded = self.router.take_forwarded()
@@ -473,16 +315,63 @@ class InputAgent:
         read = [r for records in completed.values() for r in records if r.topic == self.input_name]
         observe_processed(metrics, topic, batch, read)
 
+    def _in_order(
+        self, order: ApplyOrder, partition: int, records: list[Record], floors: _Floors
+    ) -> list[Record]:
+        """Hold ``records`` back, and return those that can be applied in timestamp order
+        now (see :mod:`~supplyflow.agents.runtime.ordering`)."""
+        for lane, offset in order.floors(partition).items():
+            floors[(lane, partition)] = offset
+        order.hold(partition, records)
+        read_up_to = self.router.announced(partition)
+        own = self.reader.read_up_to_ms(self.input_name, partition)
+        if own is not None:
+            read_up_to[partition] = own
+        released = order.release(partition, read_up_to)
+        late = order.take_late(partition)
+        if late and partition not in self._warned_late:
+            self._warned_late.add(partition)
+            log.warning(
+                "%s[%d]: %d records reached Kafka later than SUPPLYFLOW_APPLY_LATENESS "
+                "allows after their timestamp, and were applied when read, after records "
+                "with later timestamps; raise it if producers deliver that late",
+                self.input_name,
+                partition,
+                late,
+            )
+        return released
+
     async def tick(self, partition: int, owned: frozenset[int]) -> None:
         """Deadlines due in ``partition`` (transitions first, then the states), and the
-        announcement of how far its input partition has been read."""
+        announcement of how far its input partition has been read. In timestamp order,
+        first the held records that can be applied now."""
         own = self.reader.read_up_to_ms(self.input_name, partition)
+        read_up_to = self.router.read_up_to(partition, own)
+        if self.order is not None:
+            try:
+                await self.process({partition: []})
+            except Exception:
+                self.discard()  # read again from the stored state, as after a failed batch
+                self.reader.reset()
+                raise
+            read_up_to = self.order.applied_up_to(partition, read_up_to)
         if self._on_tick is not None:
-            await self._on_tick(partition, owned, self.router.read_up_to(partition, own))
+            await self._on_tick(partition, owned, read_up_to)
         if own is not None:
             self.router.announce(partition, own)
         await self.checkpoint.commit()
-        await purge_applied(self.purge, self.markers, self.reader.active)
+        if self.order is None:
+            await purge_applied(self.purge, self.markers, self.reader.active)
+        elif self.purge.due():  # not the routed records held back, unapplied
+            order, routed = self.order, self.routed_name
+            await self.purge.run(
+                (p, _lowest(self.markers.last(routed, p), order.held_from(p, routed)))
+                for p in sorted(self.reader.active)
+            )
+
+
+def _lowest(marker: int | None, held_from: int | None) -> int | None:
+    return marker if held_from is None or marker is None else min(marker, held_from)
 
 
 async def purge_applied(purge: Purge, markers: ProgressMarkers, partitions: Iterable[int]) -> None:

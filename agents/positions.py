@@ -23,10 +23,9 @@ from typing import Any, Final
 
 import orjson
 
+from supplyflow.agents.dead_letters import DeadLetters, SentLetters, replayed
 from supplyflow.agents.exceptions_out import ExceptionEmitter
 from supplyflow.agents.ingest import (
-    DeadLetters,
-    SentLetters,
     complete_from_markers,
     decode_batch,
     inject_fault,
@@ -34,7 +33,6 @@ from supplyflow.agents.ingest import (
     purge_applied,
     quarantined,
     rejected_from,
-    replayed,
 )
 from supplyflow.agents.metrics import Metrics, observe_all
 from supplyflow.agents.runtime.checkpoint import Checkpoint

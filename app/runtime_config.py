@@ -54,6 +54,8 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         ),
         stall_after_s=settings.stall_after.total_seconds(),
         fail_on_event_id=settings.test_fail_on_id,
+        apply_order=settings.apply_order,
+        apply_lateness_ms=int(settings.apply_lateness.total_seconds() * 1000),
     )
 
 

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     Field,
@@ -63,6 +63,10 @@ SlaMap = Annotated[dict[str, timedelta], NoDecode]
 ClientOptions = Annotated[dict[str, int | str], NoDecode]
 #: Settings that hold a secret; each can also be read from a file (``<name>_file``).
 SECRET_SETTINGS = ("kafka_sasl_password", "kafka_ssl_key_password", "api_token")
+
+
+#: How a zero duration may be written where zero is allowed.
+_ZERO_DURATIONS: Final = ("0", "0ms", "0s")
 
 
 class Settings(BaseSettings):
@@ -148,6 +152,18 @@ class Settings(BaseSettings):
         default=None,
         description="test only: processing fails for the event with this event_id (proves "
         "that such a record is quarantined); never set it in production",
+    )
+    apply_order: Literal["arrival", "timestamp"] = Field(
+        default="arrival",
+        description="the order each partition applies its records in: as read (exact for "
+        "producers that partition by key), or by record timestamp across the partitions "
+        "one key's records were produced to (round-robin or random producers)",
+    )
+    apply_lateness: Annotated[timedelta, NoDecode] = Field(
+        default=timedelta(seconds=2),
+        ge=timedelta(0),
+        description="timestamp order: how long after its timestamp a record may still reach "
+        "Kafka and be applied in order (records are held back this much longer)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -401,6 +417,17 @@ class Settings(BaseSettings):
     )
     def _dump_duration(self, value: timedelta | None) -> str | None:
         return None if value is None else format_duration(value)
+
+    @field_validator("apply_lateness", mode="before")
+    @classmethod
+    def _parse_lateness(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return timedelta(0) if value.strip() in _ZERO_DURATIONS else parse_duration(value)
+        return value
+
+    @field_serializer("apply_lateness")
+    def _dump_lateness(self, value: timedelta) -> str:
+        return format_duration(value) if value else "0"
 
     @field_serializer("sla_po_ack", "sla_order_ack")
     def _dump_sla(self, value: dict[str, timedelta]) -> str:

@@ -20,9 +20,10 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from supplyflow import __version__
+from supplyflow.agents.dead_letters import SentLetters
 from supplyflow.agents.entities import EntityActor, EntityKind
 from supplyflow.agents.exceptions_out import ExceptionEmitter, OpenExceptions
-from supplyflow.agents.ingest import SentLetters, register_input_agent
+from supplyflow.agents.ingest import register_input_agent
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.positions import register_position_agent
 from supplyflow.agents.runtime import faust as faust_runtime

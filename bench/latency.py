@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -49,6 +50,7 @@ from bench.harness import (
     wait_drained,
     wait_group,
 )
+from supplyflow.app.partitioners import partitioner
 from supplyflow.app.processes import WorkerProcess
 from supplyflow.app.sample import SampleRecord
 from supplyflow.app.topics import POSITIONS, changelog_topic_name
@@ -138,8 +140,16 @@ async def _paced(
     dep: Deployment, items: list[_Prepared], rate: float
 ) -> tuple[float, dict[str, int]]:
     """Send ``items`` at ``rate``/s; returns the achieved rate and each key's last touch."""
+    # BENCH_PARTITIONER (crc32, round-robin, ...): produce as such a client would; the
+    # default is murmur2, where every record already sits in the partition that owns it.
+    name = os.environ.get("BENCH_PARTITIONER")
+    extra = {} if not name else {"partitioner": partitioner(name)}
     producer = AIOKafkaProducer(
-        bootstrap_servers=dep.bootstrap, linger_ms=5, acks="all", enable_idempotence=True
+        bootstrap_servers=dep.bootstrap,
+        linger_ms=5,
+        acks="all",
+        enable_idempotence=True,
+        **extra,
     )
     await producer.start()
     last_touch: dict[str, int] = {}

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["BatchTunables", "RuntimeConfig"]
+__all__ = ["ApplyOrderName", "BatchTunables", "RuntimeConfig"]
+
+#: The order a partition applies its records in (``SUPPLYFLOW_APPLY_ORDER``): as read,
+#: or by timestamp across source partitions (see ``ordering``).
+ApplyOrderName = Literal["arrival", "timestamp"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class RuntimeConfig:
     #: test only (``SUPPLYFLOW_TEST_FAIL_ON_ID``): the agents raise on an event with this
     #: ``event_id``, to prove a record that makes processing fail is quarantined
     fail_on_event_id: str | None = None
+    #: the order each partition applies its records in (see ``ordering``)
+    apply_order: ApplyOrderName = "arrival"
+    #: in timestamp order, how late (ms) a record may reach Kafka after its timestamp
+    apply_lateness_ms: int = 2000
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a contract topic such as ``po.events``."""

@@ -14,7 +14,7 @@ every one. An outbox is used by one agent at a time, never shared between agents
 
 A record can carry an ``on_acked`` callback, run by :meth:`Outbox.flush` once Kafka has
 acknowledged the record batch that holds it, and never if it was refused: what must count
-as written only when it is in Kafka (a dead letter, see ``agents.ingest.DeadLetters``)
+as written only when it is in Kafka (a dead letter, see ``agents.dead_letters.DeadLetters``)
 learns it there, not when it is queued.
 """
 

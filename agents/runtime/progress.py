@@ -126,6 +126,12 @@ class ProgressMarkers:
             )
         return replays + (await self._fill(topic, partition, last, fresh) if fresh else [])
 
+    def rescan(self, topic: str, partition: int) -> None:
+        """Reading ``topic[partition]`` resumes below its marker (records held back
+        there, not applied yet, see :mod:`.ordering`): the next batch hands the records up
+        to the marker on again, as replays, instead of dropping them."""
+        self._found.pop((topic, partition), None)
+
     def record_all(self, topic: str, partition: int, events: Sequence[Record]) -> None:
         """Mark the highest offset among ``events`` (of ``partition``) as processed.
 

@@ -238,6 +238,15 @@ class Router:
             for source, up_to in sources.items():
                 taken[source] = max(up_to, taken.get(source, up_to))
 
+    def announced(self, partition: int) -> dict[int, int]:
+        """Per other input partition, the time it announced it was read up to, taken in
+        or read in the batch in progress (its forwards before the announcement are read
+        too)."""
+        out = dict(self._read_up_to.get(partition, {}))
+        for source, up_to in self._pending_read_up_to.get(partition, {}).items():
+            out[source] = max(up_to, out.get(source, up_to))
+        return out
+
     def discarded(self) -> None:
         """The batch :meth:`route` read failed and will be read again."""
         self._pending_read_up_to.clear()

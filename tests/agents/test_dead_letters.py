@@ -13,8 +13,9 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import CollectorRegistry
 
-from supplyflow.agents import ingest
-from supplyflow.agents.ingest import Accepted, DeadLetters, InputAgent, Rejected, SentLetters
+from supplyflow.agents import dead_letters
+from supplyflow.agents.dead_letters import DeadLetters, Rejected, SentLetters
+from supplyflow.agents.ingest import Accepted, InputAgent
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.outbox import Outbox as Outbox_
@@ -102,7 +103,7 @@ def dlq_tail(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[Record]]:
         for record in tails.get(partition, []):
             each(record)
 
-    monkeypatch.setattr(ingest, "read_tail", read_tail)
+    monkeypatch.setattr(dead_letters, "read_tail", read_tail)
     tails[-1] = reads  # type: ignore[assignment]  # the partitions read, for the test
     return tails
 

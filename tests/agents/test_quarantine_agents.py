@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from supplyflow.agents import ingest
+from supplyflow.agents.dead_letters import SentLetters
 from supplyflow.agents.entities import EntityActor, EntityKind
-from supplyflow.agents.ingest import InputAgent, SentLetters
+from supplyflow.agents.ingest import InputAgent
 from supplyflow.agents.metrics import Metrics
 from supplyflow.agents.runtime.checkpoint import Checkpoint
 from supplyflow.agents.runtime.exceptions import StateWriteError

@@ -100,7 +100,10 @@ class FaultRun:
         row: Row,
         *,
         hot: int = 0,
+        apply_order: str = "arrival",
     ) -> None:
+        #: the workers' SUPPLYFLOW_APPLY_ORDER; the oracle applies the input the same way
+        self.apply_order = apply_order
         self.settings = Settings(
             bootstrap=bootstrap, topic_prefix=names["prefix"], app_id=names["app_id"], partitions=4
         )
@@ -122,7 +125,7 @@ class FaultRun:
         self.row.notes.append(f"{at} {text}")
 
     def start(self, n: int, *, wait: bool = True) -> WorkerProcess:
-        worker = self.factory(n, **NO_SLA)
+        worker = self.factory(n, **NO_SLA, SUPPLYFLOW_APPLY_ORDER=self.apply_order)
         self.workers[n] = worker
         if wait:
             worker.wait_healthy(WORKER_READY_S)
@@ -157,15 +160,23 @@ class FaultRun:
         return committed[0]
 
     def read_input(self) -> list[InputRecord]:
-        out = []
+        """The input as Kafka holds it, in the order the workers apply it: per partition in
+        offset order, or (timestamp order) by (timestamp, partition, offset) per topic."""
+        out: list[tuple[tuple[Any, ...], InputRecord]] = []
+        by_time = self.apply_order == "timestamp"
         for topic in INPUT_TOPICS:
             records = asyncio.run(read_topic(self.settings.bootstrap, self.settings.topic(topic)))
-            out += [
-                InputRecord(topic, r.partition, r.offset, r.key, r.value, list(r.headers or ()))
-                for r in records
-            ]
-        out.sort(key=lambda r: (r.topic, r.partition, r.offset))
-        return out
+            for r in records:
+                where = (r.timestamp, r.partition, r.offset) if by_time else (r.partition, r.offset)
+                headers = list(r.headers or ())
+                out.append(
+                    (
+                        (topic, *where),
+                        InputRecord(topic, r.partition, r.offset, r.key, r.value, headers),
+                    )
+                )
+        out.sort(key=lambda pair: pair[0])
+        return [record for _, record in out]
 
     def verify(self, answering: WorkerProcess) -> None:
         """Wait until the output is exact (or time runs out) and fill in the row."""

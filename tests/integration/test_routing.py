@@ -1,12 +1,15 @@
-"""Exact results whatever partitioner the producer used: kcat's default, round-robin.
+"""Exact results whatever partitioner the producer used: kcat's default, FNV-1a, round-robin.
 
 A generated scenario (the fault suite's: POs, orders, adjustments, duplicates, stale
 revisions and deliberately bad records) is produced by kcat with librdkafka's default
-partitioner (CRC32 of the key, not Kafka's murmur2), or by a producer that ignores the
-key (round-robin), into two workers. Every record must be routed to the partition that
-owns its key before it touches any state: positions, dead letters and PO/order
-transitions must then equal the fault-free replay of the input as it sits in Kafka, on
-the topics and over HTTP from both workers.
+partitioner (CRC32 of the key, not Kafka's murmur2), by Sarama's FNV-1a, or by a producer
+that ignores the key (round-robin), into two workers. Every record must be routed to the
+partition that owns its key before it touches any state: positions, dead letters and
+PO/order transitions must then equal the fault-free replay of the input as it sits in
+Kafka, on the topics and over HTTP from both workers. The replay applies what a
+deterministic partitioner produced per partition in offset order; round-robin spreads one
+key over every partition, so its workers run with ``SUPPLYFLOW_APPLY_ORDER=timestamp`` and
+the replay applies each topic in (timestamp, partition, offset) order.
 """
 
 from __future__ import annotations
@@ -63,18 +66,24 @@ def seed() -> int:
 
 
 @pytest.mark.timeout(CASE_TIMEOUT_S)
-@pytest.mark.parametrize("producer", ["kcat default (crc32)", "fnv1a"])
+@pytest.mark.parametrize(
+    ("producer", "apply_order"),
+    [("kcat default (crc32)", "arrival"), ("fnv1a", "arrival"), ("round-robin", "timestamp")],
+)
 def test_results_are_exact_whatever_the_partitioner(
     producer: str,
+    apply_order: str,
     seed: int,
     bootstrap: str,
     names: dict[str, str],
     start_worker: Callable[..., WorkerProcess],
     fault_table: list[Row],
 ) -> None:
-    row = Row(f"routing: {producer}", seed)
+    row = Row(f"routing: {producer}, {apply_order} order", seed)
     fault_table.append(row)
-    run = FaultRun(row.case, seed, EVENTS, bootstrap, names, start_worker, row)
+    run = FaultRun(
+        row.case, seed, EVENTS, bootstrap, names, start_worker, row, apply_order=apply_order
+    )
     run.start(0)
     run.start(1)
     if producer.startswith("kcat"):
