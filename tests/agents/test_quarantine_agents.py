@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from supplyflow.agents import ingest
+from supplyflow.agents import dead_letters
 from supplyflow.agents.dead_letters import SentLetters
 from supplyflow.agents.entities import EntityActor, EntityKind
 from supplyflow.agents.ingest import InputAgent
@@ -74,6 +74,9 @@ class Store:
     def put(self, partition: int, key: str, value: Any) -> None:
         self.staged[(partition, key)] = pack(value)
 
+    def put_packed(self, partition: int, key: str, packed: bytes) -> None:
+        self.staged[(partition, key)] = packed
+
     def discard(self) -> None:
         self.staged.clear()
 
@@ -116,6 +119,7 @@ class FakeOutbox:
         headers: Any = None,
         *,
         timestamp_ms: int | None = None,
+        on_acked: Callable[[], None] | None = None,
     ) -> None:
         self.queued.append(
             {
@@ -124,6 +128,7 @@ class FakeOutbox:
                 "key": key,
                 "value": value,
                 "headers": list(headers or ()),
+                "on_acked": on_acked,
             }
         )
 
@@ -136,8 +141,13 @@ class FakeOutbox:
         self.queued.clear()
 
     async def flush(self) -> dict[tuple[str, int], int]:
-        self.kafka.sent.extend(self.queued)
-        self.queued.clear()
+        """Kafka takes everything queued: then each record's ``on_acked`` runs."""
+        queued, self.queued = self.queued, []
+        for record in queued:
+            on_acked = record.pop("on_acked")
+            self.kafka.sent.append(record)
+            if on_acked is not None:
+                on_acked()
         return {}
 
 
@@ -299,7 +309,7 @@ def dlq_tail(monkeypatch: pytest.MonkeyPatch) -> Kafka:
             if record["partition"] == partition:
                 each(SimpleNamespace(headers=record["headers"]))
 
-    monkeypatch.setattr(ingest, "read_tail", read_tail)
+    monkeypatch.setattr(dead_letters, "read_tail", read_tail)
     return kafka
 
 
