@@ -250,6 +250,17 @@ class InputAgent:
         if groups:
             await self.process(groups)
 
+    @property
+    def isolates_failures(self) -> bool:
+        """Whether a record that makes processing fail is isolated and quarantined.
+
+        Not in timestamp order: there a batch releases records held back from earlier
+        batches, so the records of a failed batch are not the ones that failed, and a
+        retry of the batch alone would forget the held ones. A failed batch is then read
+        again from the stored state instead (each time), and its partition shows as
+        stalled (``degraded``) until the cause is fixed."""
+        return self.order is None
+
     async def quarantine(self, record: Record, error: BaseException) -> None:
         """Dead-letter ``record``, which makes processing fail on its own, with reason
         ``processing_failed`` where it is applied (a record this partition does not own
@@ -419,5 +430,5 @@ def register_input_agent(
         markers=agent.marker_of,
         on_tick=agent.tick,
         on_error=agent.discard,
-        quarantine=agent.quarantine,
+        quarantine=agent.quarantine if agent.isolates_failures else None,
     )

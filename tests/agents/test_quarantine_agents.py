@@ -156,7 +156,9 @@ class FakeEmitter:
         return None
 
 
-def _worker(store: Store, kafka: Kafka, letters: SentLetters | None = None) -> InputAgent:
+def _worker(
+    store: Store, kafka: Kafka, letters: SentLetters | None = None, config: Any = CONFIG
+) -> InputAgent:
     """A (re)started worker on ``store``: a fresh agent, actor and outbox."""
     checkpoint = Checkpoint(
         FakeOutbox(kafka),  # type: ignore[arg-type]  # Outbox's interface
@@ -173,7 +175,7 @@ def _worker(store: Store, kafka: Kafka, letters: SentLetters | None = None) -> I
         metrics=Metrics(CollectorRegistry(), app_id="t", version="0"),
     )
     return InputAgent(
-        CONFIG,
+        config,
         topic=PO_EVENTS,
         handler=actor,
         metrics=actor.metrics,
@@ -467,3 +469,11 @@ def test_extreme_valid_records_are_applied_or_dead_lettered_never_raise(
         assert letter["reason"] in REASONS
         assert letter["reason"] != "processing_failed"
         assert letter["detail"]
+
+
+def test_timestamp_order_reads_a_failed_batch_again_instead_of_isolating() -> None:
+    """In timestamp order the records a batch applies are not (only) the batch's own:
+    isolating within the batch would forget records held back, so none is quarantined."""
+    assert _worker(Store(), Kafka()).isolates_failures
+    timestamp = dataclasses.replace(CONFIG, apply_order="timestamp")
+    assert not _worker(Store(), Kafka(), config=timestamp).isolates_failures
