@@ -54,6 +54,7 @@ COMPILED: Final = (
     "supplyflow.tables.position",
     "supplyflow.tables.po",
     "supplyflow.tables.order",
+    "supplyflow.tables.batch",
 )
 #: The shared library the compiled modules' code lives in (setup.py's mypyc group).
 SHARED_LIBRARY: Final = "_domain__mypyc"
