@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KAFKA_PORT ?= 9092
 export SUPPLYFLOW_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
 
-.PHONY: venv demo test faults bench bench-quick test-unit test-integration lint typecheck kafka-up kafka-down clean system-deps
+.PHONY: venv demo test faults bench bench-quick test-unit test-integration lint typecheck kafka-up kafka-down clean system-deps compile uncompile test-compiled
 
 # Debian packages the test suite drives: Chromium + ChromeDriver (status page in a real
 # browser), Prometheus's promtool (metrics and config checks) and kcat (producing with
@@ -56,7 +56,7 @@ test: venv system-deps
 	if ! $(BIN)/supplyflow kafka ping >/dev/null 2>&1; then \
 	  $(BIN)/supplyflow kafka up --port $(KAFKA_PORT) || exit 1; started=1; \
 	fi; \
-	$(BIN)/pytest -m "not faults"; rc=$$?; \
+	$(BIN)/pytest -m "not faults and not compiled"; rc=$$?; \
 	if [ $$rc -ne 0 ]; then echo "--- broker log tail ---"; $(BIN)/supplyflow kafka logs --port $(KAFKA_PORT) | tail -40; fi; \
 	if [ $$started -eq 1 ]; then $(BIN)/supplyflow kafka down --port $(KAFKA_PORT); fi; \
 	exit $$rc
@@ -99,7 +99,26 @@ bench-quick: venv
 	exit $$rc
 
 test-unit: venv
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration and not compiled"
 
-clean:
+# Optional: the pure domain (supplyflow.compiled.COMPILED) compiled with mypyc into C
+# extensions beside its sources (needs a C compiler; docs/operations.md, "Compiling the
+# domain"). Python then imports them instead of the .py files; `uncompile` removes them
+# (pure Python, the default). A build older than its sources is refused on import. The
+# outputs are touched: setuptools keeps an unchanged build's old times when it copies.
+COMPILED_OUTPUTS = tables/*.so codecs/*.so src/supplyflow/_domain__mypyc*.so
+compile: venv
+	SUPPLYFLOW_COMPILE=1 $(BIN)/python setup.py --quiet build_ext --inplace
+	touch $(COMPILED_OUTPUTS)
+	$(BIN)/python -c "from supplyflow.compiled import compiled_in_use; assert compiled_in_use(), 'the compiled domain is not in use'; print('domain compiled (mypyc)')"
+
+uncompile:
+	rm -f $(COMPILED_OUTPUTS)
+	rm -rf build
+
+# The exactness tests (tables, agents, codecs) and the `compiled` tests on the compiled build.
+test-compiled: compile
+	$(BIN)/pytest -m "not integration" tests/tables tests/agents tests/codecs tests/test_compiled.py
+
+clean: uncompile
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info src/*.egg-info

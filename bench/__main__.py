@@ -1,11 +1,13 @@
-"""``python -m bench [all|throughput|latency|state|processes|readme|decode] [--quick|--smoke]``.
+"""``python -m bench [all|throughput|latency|state|processes|readme|decode|domain] [--quick]``.
 
 ``all`` (the default) runs every part in one run against the broker at
 ``SUPPLYFLOW_BOOTSTRAP`` and writes ``<out>/<date>-<host>.json``, ``.md`` and PNG plots;
 ``processes`` (not part of ``all``) compares one worker process with ``--processes 2``
 over ``--rounds`` alternated rounds; ``readme`` rewrites the generated section of
 ``docs/benchmarks.md`` from the newest complete report. ``decode`` needs no broker: it
-times the ways to decode input records against each other (:mod:`bench.decode`).
+times the ways to decode input records against each other (:mod:`bench.decode`);
+``domain --compare`` (no broker either) times the compiled domain against plain CPython
+(:mod:`bench.domain`; ``make compile`` first).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         "part",
         nargs="?",
         default="all",
-        choices=["all", *PARTS, "processes", "readme", "decode"],
+        choices=["all", *PARTS, "processes", "readme", "decode", "domain"],
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="scaled down: under 5 minutes")
@@ -64,7 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rounds",
         type=int,
-        help="alternated rounds: processes (default 3), decode (default 10, per candidate)",
+        help=(
+            "alternated rounds: processes (default 3), decode (default 10, per candidate), "
+            "domain (default 6, per build)"
+        ),
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="domain: the compiled build (`make compile`) against plain CPython",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where reports are written")
     parser.add_argument(
@@ -143,6 +153,18 @@ def _decode(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _domain(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.domain import DEFAULT_SCALE, SMOKE_SCALE, markdown, run_domain
+
+    scale = args.scale or (SMOKE_SCALE if args.smoke else DEFAULT_SCALE)
+    rounds = 2 if args.smoke else args.rounds or 6
+    part = run_domain(scale, rounds, args.seed, compare=args.compare)
+    command = "python -m bench " + shlex.join(argv)
+    print(f"{command} (scale {scale}, Python {platform.python_version()})\n")
+    print(markdown(part))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # aiokafka warns about every retry while new topics elect leaders; retries are normal.
@@ -156,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.part == "decode":
             return _decode(args, sys.argv[1:] if argv is None else argv)
+        if args.part == "domain":
+            return _domain(args, sys.argv[1:] if argv is None else argv)
         plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
         if args.scale is not None:
             plan = replace(plan, throughput_scale=args.scale)

@@ -17,7 +17,6 @@ event costs only for an entity at the limit.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from supplyflow.codecs.packing import pack, unpack
@@ -45,22 +44,24 @@ S = TypeVar("S", bound=Streamed)
 E = TypeVar("E")
 
 
-@dataclass
 class EntityBatch(Generic[S]):
-    """The result of one batch: states to write, deltas to send, what happened to each."""
+    """The result of one batch: states to write, deltas to send, what happened to each.
 
-    #: key -> state to write: every key an event was applied to or found a duplicate in
-    states: dict[str, S] = field(default_factory=dict)
-    #: key -> the state to write, packed (``to_wire()``, as the table stores it)
-    packed: dict[str, bytes] = field(default_factory=dict)
-    #: input stream -> position key -> delta items in offset order
-    deltas: dict[str, dict[str, list[DeltaItem]]] = field(default_factory=dict)
-    #: per input event, in order: applied / duplicate / stale, or the rejection
-    results: list[str | Rejection] = field(default_factory=list)
-    #: exception transitions, in the order they happened
-    transitions: list[Transition] = field(default_factory=list)
-    #: (system, seconds) PO synchronisation latencies observed
-    sync: list[tuple[str, float]] = field(default_factory=list)
+    (A plain class, not a dataclass: mypyc cannot compile a generic dataclass.)"""
+
+    def __init__(self) -> None:
+        #: key -> state to write: every key an event was applied to or found a duplicate in
+        self.states: dict[str, S] = {}
+        #: key -> the state to write, packed (``to_wire()``, as the table stores it)
+        self.packed: dict[str, bytes] = {}
+        #: input stream -> position key -> delta items in offset order
+        self.deltas: dict[str, dict[str, list[DeltaItem]]] = {}
+        #: per input event, in order: applied / duplicate / stale, or the rejection
+        self.results: list[str | Rejection] = []
+        #: exception transitions, in the order they happened
+        self.transitions: list[Transition] = []
+        #: (system, seconds) PO synchronisation latencies observed
+        self.sync: list[tuple[str, float]] = []
 
 
 def apply_entity_batch(

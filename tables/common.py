@@ -42,7 +42,7 @@ INBOUND: Final = 2
 IN_TRANSIT: Final = 3
 RESERVED: Final = 4
 FIELDS: Final = ("on_hand", "allocated", "inbound", "in_transit", "reserved")
-WIDTH: Final = len(FIELDS)
+WIDTH: Final[int] = len(FIELDS)
 
 Vec = list[int]
 #: position key ``SKU@LOCATION`` -> contribution vector

@@ -29,3 +29,10 @@ def _no_leftovers() -> Iterator[None]:
     leaked = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
     if leaked:
         pytest.fail(f"test left threads running: {[t.name for t in leaked]}")
+
+
+def pytest_report_header() -> str:
+    """Which build of the domain the run tests (`make compile`: supplyflow.compiled)."""
+    from supplyflow.compiled import compiled_in_use
+
+    return "domain: " + ("compiled (mypyc)" if compiled_in_use() else "pure Python")

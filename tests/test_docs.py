@@ -151,10 +151,12 @@ def _variable_problem(name: str, code: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def code_text() -> str:
+    # also the package's own top-level modules and the build script (supplyflow.compiled,
+    # setup.py: the mypyc build's switches)
+    top = [*(ROOT / "src" / "supplyflow").glob("*.py"), ROOT / "setup.py"]
     return "\n".join(
         path.read_text(encoding="utf-8")
-        for folder in _CODE_DIRS
-        for path in (ROOT / folder).rglob("*.py")
+        for path in [*(p for folder in _CODE_DIRS for p in (ROOT / folder).rglob("*.py")), *top]
         if path.resolve() != Path(__file__).resolve()  # its own examples prove nothing
     )
 

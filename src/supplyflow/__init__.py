@@ -8,9 +8,14 @@ web views and metrics.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from supplyflow.compiled import choose_build
 from supplyflow.errors import SupplyflowError
 
 __all__ = ["SupplyflowError", "__version__"]
+
+# The compiled domain (`make compile`) if built and current, else its sources
+# (supplyflow.compiled); a stale build would run old code, so it is refused.
+choose_build()
 
 try:
     __version__ = version("supplyflow")
