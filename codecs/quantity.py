@@ -20,7 +20,6 @@ SCALE: Final = 1000
 MAX_ABS_UNITS: Final = 10**12
 _MAX_ABS_MILLI: Final = MAX_ABS_UNITS * SCALE
 _DECIMAL_TEXT: Final = re.compile(r"^\s*-?\d{1,13}(\.\d{1,20})?\s*$")
-_THOUSANDTH: Final = Decimal("0.001")
 #: Longest text the fast path of :func:`parse_qty` takes (12 integer digits + 3 decimals).
 _FAST_TEXT_MAX: Final = 16
 
@@ -99,4 +98,6 @@ def qty_to_json(milli: int) -> int | float | orjson.Fragment:
     whole, frac = divmod(milli, SCALE)
     if not frac:
         return whole
-    return float(Decimal(milli).scaleb(-3).quantize(_THOUSANDTH))
+    # Division of two ints is correctly rounded, as is float(Decimal): the same float,
+    # at a tenth of the cost (it was 15 calls and ~9 us per event in the domain profile).
+    return milli / SCALE

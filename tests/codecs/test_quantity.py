@@ -136,3 +136,12 @@ def test_sums_beyond_the_float_range_are_exact_json_numbers() -> None:
     ]:
         assert orjson.dumps(qty_to_json(milli)) == text
     assert qty_to_json(10**15 - 1) == 999_999_999_999.999
+
+
+@given(st.integers(min_value=-(MAX_ABS_UNITS * 1000) + 1, max_value=MAX_ABS_UNITS * 1000 - 1))
+def test_a_fractional_quantity_is_written_as_its_exact_decimal_text(milli: int) -> None:
+    import orjson
+
+    written = orjson.dumps(qty_to_json(milli)).decode()
+    assert Decimal(written) == Decimal(milli).scaleb(-3)
+    assert written == (format_qty(milli) if milli % 1000 else str(milli // 1000))
