@@ -83,6 +83,13 @@ def _throughput_md(part: dict[str, Any]) -> list[str]:
             f"One `supplyflow worker --processes 2` (a supervisor, two worker processes): "
             f"{ratios['supplyflow_1x2_vs_1']}x one worker process."
         )
+    backfill = part.get("backfill_minutes")
+    if backfill:
+        rates = "; ".join(f"{name}: {minutes:g} min" for name, minutes in backfill.items())
+        lines.append(
+            f"A 30-day backfill of this profile ({part['backfill_events']:,} events) at these "
+            f"rates: {rates}."
+        )
     return lines
 
 

@@ -64,3 +64,31 @@ def test_a_page_without_the_markers_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bench:begin"):
         update_page(page, latest_report(RESULTS))
     assert page.read_text() == "# no generated section\n"
+
+
+def test_the_throughput_part_reports_the_30_day_backfill_at_each_rate() -> None:
+    from bench.report import markdown
+
+    def result(key: str, name: str, rate: int) -> dict[str, object]:
+        return {"key": key, "name": name, "events": 1000, "seconds": 1.0, "events_per_s": rate}
+
+    part = {
+        "records": 1000,
+        "scale": 0.01,
+        "sku_locations": 1000,
+        "results": [result("ceiling", "ceiling", 100_000), result("sf1", "1 worker", 25_000)],
+        "ratios": {
+            "supplyflow_1_vs_naive": 5.0,
+            "supplyflow_1_vs_ceiling": 0.25,
+            "supplyflow_2_vs_1": 1,
+        },
+        "backfill_events": 4_500_000,
+        "backfill_minutes": {"1 worker": 3.0},
+    }
+    report = {"mode": "smoke", "date": "2026-12-05T00:00:00", "host": "h", "cpus": 2}
+    report |= {"bootstrap": "b", "wall_seconds": 1.0, "command": "c", "throughput": part}
+    text = markdown(report)
+    assert (
+        "A 30-day backfill of this profile (4,500,000 events) at these rates: 1 worker: 3 min."
+        in text
+    )
