@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="domain: the compiled build (`make compile`) against plain CPython",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="latency: one `supplyflow worker --processes N` instead of one worker process",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where reports are written")
     parser.add_argument(
         "--bootstrap", default=os.environ.get("SUPPLYFLOW_BOOTSTRAP", "127.0.0.1:9092")
@@ -120,7 +126,7 @@ def _run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     parts = PARTS if args.part == "all" else (args.part,)
     runners: dict[str, Callable[[Plan, str, str, Path, int], dict[str, Any]]] = {
         "throughput": run_throughput,
-        "latency": run_latency,
+        "latency": partial(run_latency, processes=args.processes),
         "state": run_state,
         "processes": partial(run_processes, rounds=args.rounds or 3),
     }

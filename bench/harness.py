@@ -426,12 +426,18 @@ def rss_bytes(worker: WorkerProcess) -> int:
 
 
 def cpu_seconds(worker: WorkerProcess) -> float:
-    """CPU time (user + system) a worker used so far (Linux ``/proc``), 0 if not readable."""
-    try:
-        stat = Path(f"/proc/{worker.proc.pid}/stat").read_text() if worker.proc else ""
-    except OSError:
+    """CPU time (user + system) a worker used so far (Linux ``/proc``), 0 if not readable;
+    with ``--processes N``, its supervisor's and every worker process's."""
+    if worker.proc is None:
         return 0.0
-    if not stat:
+    pids = [worker.proc.pid, *(worker.child_pids() if worker.processes > 1 else ())]
+    return sum(_process_cpu_seconds(pid) for pid in pids)
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

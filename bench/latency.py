@@ -1,11 +1,12 @@
 """Latency from an event's ``occurred_at`` to the position it changed being emitted.
 
-One worker runs; for each offered load (events/s, ascending) the distributor workload's
-records (without the closing snapshot burst) are sent paced at that rate for the plan's
-duration, each stamped with ``occurred_at`` = the moment it is sent (after an unmeasured
-warm-up at the first load, :data:`_WARM_UP_S` at most). Then the part waits
-until the worker has processed everything (the queue a saturated worker built up is part
-of the latency) and reads back the ``inventory.positions`` records of the step.
+One worker runs (with ``--processes N``, one ``supplyflow worker --processes N``); for
+each offered load (events/s, ascending) the distributor workload's records (without the
+closing snapshot burst) are sent paced at that rate for the plan's duration, each stamped
+with ``occurred_at`` = the moment it is sent (after an unmeasured warm-up at the first
+load, :data:`_WARM_UP_S` at most). Then the part waits until the worker has processed
+everything (the queue a saturated worker built up is part of the latency) and reads back
+the ``inventory.positions`` records of the step.
 
 Measured from outside the worker: for every position the step's events changed, the
 sample is the Kafka timestamp of the last record emitted for it minus the ``occurred_at``
@@ -195,11 +196,14 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 def _buckets(worker: WorkerProcess) -> dict[float, float]:
-    return {
-        float(dict(labels)["le"]): value
-        for (name, labels), value in worker.metrics(SCRAPE_TIMEOUT_S).items()
-        if name == _HISTOGRAM
-    }
+    """The worker's histogram buckets, summed over its processes (``--processes N``)."""
+    buckets: dict[float, float] = {}
+    for process in range(worker.processes):
+        for (name, labels), value in worker.metrics(SCRAPE_TIMEOUT_S, process).items():
+            if name == _HISTOGRAM:
+                bound = float(dict(labels)["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + value
+    return buckets
 
 
 def _histogram_percentile(
@@ -315,16 +319,19 @@ def _warm_up(dep: Deployment, plan: Plan, *, base: Any, per_scale: int, seed: in
     return len(items)
 
 
-def run_latency(plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int) -> dict[str, Any]:
-    """Latency at each offered load of ``plan``; returns its part of the report."""
+def run_latency(
+    plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int, *, processes: int = 1
+) -> dict[str, Any]:
+    """Latency at each offered load of ``plan``, one ``supplyflow worker`` (with
+    ``processes`` > 1: ``--processes N``); returns its part of the report."""
     base = replace(DISTRIBUTOR, snapshots=False)
     per_scale = estimate_records(base, seed)
     dep = Deployment(bootstrap, run_id, "latency", work)
     steps: list[dict[str, Any]] = []
     try:
         asyncio.run(dep.create_topics())
-        (worker,) = dep.start_workers(1)
-        wait_group(dep.bootstrap, dep.settings.app_id, 1, plan.timeout_s)
+        (worker,) = dep.start_workers(1, processes)
+        wait_group(dep.bootstrap, dep.settings.app_id, processes, plan.timeout_s)
         warm_up = total_sent = _warm_up(dep, plan, base=base, per_scale=per_scale, seed=seed)
         for i, rate in enumerate(plan.loads):
             count = max(1, round(rate * plan.load_seconds))
@@ -346,4 +353,9 @@ def run_latency(plan: Plan, bootstrap: str, run_id: str, work: Path, seed: int) 
             raise BenchError(f"no latency sample at {plan.loads[0]}/s:\n{dep.log_tails()}")
     finally:
         asyncio.run(dep.delete())
-    return {"load_seconds": plan.load_seconds, "warm_up_records": warm_up, "steps": steps}
+    return {
+        "load_seconds": plan.load_seconds,
+        "processes": processes,
+        "warm_up_records": warm_up,
+        "steps": steps,
+    }

@@ -117,9 +117,14 @@ def _processes_md(part: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _one_worker(part: dict[str, Any]) -> str:
+    processes = part.get("processes", 1)
+    return "one worker" if processes == 1 else f"one `supplyflow worker --processes {processes}`"
+
+
 def _latency_md(part: dict[str, Any]) -> list[str]:
     lines = [
-        f"**Latency**, `occurred_at` to position emitted, one worker, each load for "
+        f"**Latency**, `occurred_at` to position emitted, {_one_worker(part)}, each load for "
         f"{part['load_seconds']:.0f} s (last change per position, from Kafka timestamps; the "
         "worker's own histogram beside it):",
         "",
