@@ -99,5 +99,5 @@ def qty_to_json(milli: int) -> int | float | orjson.Fragment:
     if not frac:
         return whole
     # Division of two ints is correctly rounded, as is float(Decimal): the same float,
-    # at a tenth of the cost (it was 15 calls and ~9 us per event in the domain profile).
+    # at about a quarter of the cost (~140 against ~510 ns; 15 calls per event).
     return milli / SCALE
