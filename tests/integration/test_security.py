@@ -29,12 +29,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from supplyflow.agents.runtime.keys import partition_for
 from supplyflow.app import local_kafka
 from supplyflow.app.processes import WorkerProcess, free_port
 from supplyflow.app.produce import produce_records
-from supplyflow.app.sample import OK, sample_scenario
+from supplyflow.app.sample import OK, SampleRecord, sample_scenario
 from supplyflow.app.settings import Settings
-from supplyflow.app.topics import read_topic
+from supplyflow.app.topics import ORDER_EVENTS, PO_EVENTS, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -210,6 +211,25 @@ def _applied(worker: WorkerProcess) -> int:
     )
 
 
+def _covering_samples(app_id: str, settings: Settings) -> list[SampleRecord]:
+    """Sample scenarios, one per run id, until their POs and orders fall in every input
+    partition: then each of the workers owns some of them, whichever partitions it got
+    (the run's ids are random, and one scenario has only five of them)."""
+    records: list[SampleRecord] = []
+    covered: set[int] = set()
+    run = 0
+    while covered != set(range(settings.partitions)):
+        scenario = sample_scenario(f"{app_id}-{run}", max_record_bytes=settings.max_record_bytes)
+        records += scenario
+        covered |= {
+            partition_for(r.key.decode(), settings.partitions)
+            for r in scenario
+            if r.expect == OK and r.key and r.topic in (PO_EVENTS, ORDER_EVENTS)
+        }
+        run += 1
+    return records
+
+
 def test_workers_process_records_over_sasl_ssl_and_never_show_secrets(
     secure_broker: SecureBroker,
     names: dict[str, str],
@@ -222,7 +242,7 @@ def test_workers_process_records_over_sasl_ssl_and_never_show_secrets(
     for worker in workers:
         worker.wait_healthy(WORKER_READY_S)
     settings = _settings(secure_broker, names)
-    records = sample_scenario(names["app_id"], max_record_bytes=settings.max_record_bytes)
+    records = _covering_samples(names["app_id"], settings)
     asyncio.run(produce_records(settings, records))
     good = [r for r in records if r.expect == OK]
     bad = [r for r in records if r.expect != OK]
